@@ -1,0 +1,1 @@
+//! Machine API: generated gRPC client and server code.

@@ -1,0 +1,1 @@
+//! Machine config types, validation, patches, PKI and `gen config` logic.
