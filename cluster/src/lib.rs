@@ -1,1 +1,2 @@
 //! Control plane and node agent.
+pub mod store;
