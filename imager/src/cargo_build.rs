@@ -1,0 +1,106 @@
+//! Builds our own binaries for the image: `init` static (it runs before any library is
+//! reachable), `machined` and `cluster` in release mode.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::elf_deps;
+use crate::tools::{self, CARGO};
+
+pub const STATIC_TARGET: &str = "x86_64-unknown-linux-gnu";
+
+#[derive(Debug, Clone)]
+pub struct OurBinaries {
+    pub init: PathBuf,
+    pub machined: PathBuf,
+    pub cluster: Option<PathBuf>,
+}
+
+/// The workspace root: the nearest ancestor of `start` whose Cargo.toml has `[workspace]`.
+pub fn workspace_root(start: &Path) -> Result<PathBuf> {
+    for dir in start.ancestors() {
+        let manifest = dir.join("Cargo.toml");
+        if let Ok(text) = std::fs::read_to_string(&manifest)
+            && text.lines().any(|l| l.trim() == "[workspace]")
+        {
+            return Ok(dir.to_path_buf());
+        }
+    }
+    bail!(
+        "no Cargo workspace above {} (pass --init and --machined instead)",
+        start.display()
+    )
+}
+
+fn target_dir(workspace: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target"))
+}
+
+/// Runs the release builds and returns the paths of the binaries.
+pub fn build(workspace: &Path, with_cluster: bool, log: &dyn Fn(&str)) -> Result<OurBinaries> {
+    log("cargo build --release (static init)");
+    let mut init = cargo(workspace)?;
+    init.args([
+        "build",
+        "--release",
+        "--target",
+        STATIC_TARGET,
+        "-p",
+        "init",
+    ])
+    .env("RUSTFLAGS", "-C target-feature=+crt-static");
+    tools::run(init).context("building init")?;
+
+    let mut packages = vec!["machined"];
+    if with_cluster {
+        packages.push("cluster");
+    }
+    log(&format!(
+        "cargo build --release -p {}",
+        packages.join(" -p ")
+    ));
+    let mut rest = cargo(workspace)?;
+    rest.args(["build", "--release"]);
+    for p in &packages {
+        rest.args(["-p", p]);
+    }
+    tools::run(rest).context("building machined")?;
+
+    let target = target_dir(workspace);
+    let binaries = OurBinaries {
+        init: target.join(STATIC_TARGET).join("release/init"),
+        machined: target.join("release/machined"),
+        cluster: with_cluster.then(|| target.join("release/cluster")),
+    };
+    check_static(&binaries.init)?;
+    Ok(binaries)
+}
+
+fn cargo(workspace: &Path) -> Result<Command> {
+    let mut cmd = CARGO.command()?;
+    cmd.current_dir(workspace);
+    // A caller running under cargo (tests) must not leak its own flags into this build.
+    cmd.env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS");
+    Ok(cmd)
+}
+
+/// PID 1 starts before any library path exists, so it must need no loader.
+pub fn check_static(init: &Path) -> Result<()> {
+    let data = std::fs::read(init).with_context(|| format!("--init {}", init.display()))?;
+    let info = elf_deps::inspect(&data).with_context(|| format!("--init {}", init.display()))?;
+    if !info.is_static() {
+        bail!(
+            "--init {}: must be statically linked (it needs {:?} and {:?}); build it with \
+             RUSTFLAGS=\"-C target-feature=+crt-static\" cargo build --release --target {STATIC_TARGET} -p init",
+            init.display(),
+            info.interpreter,
+            info.needed
+        );
+    }
+    Ok(())
+}
