@@ -1,0 +1,280 @@
+//! The `machine` section: what this one machine is and how it is set up.
+
+use super::{NetworkConfig, PemPair, is_false, scalar_map};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Role of the machine in the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum MachineType {
+    /// Runs the state store, API server, scheduler and controllers.
+    #[serde(rename = "controlplane")]
+    ControlPlane,
+    /// Runs workloads only.
+    #[serde(rename = "worker")]
+    Worker,
+}
+
+impl std::fmt::Display for MachineType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MachineType::ControlPlane => "controlplane",
+            MachineType::Worker => "worker",
+        })
+    }
+}
+
+/// Settings of this machine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MachineSection {
+    /// `controlplane` or `worker`.
+    #[serde(rename = "type")]
+    pub machine_type: MachineType,
+    /// Token machines use to join the cluster (`[a-z0-9]{6}.[a-z0-9]{16}`).
+    #[serde(default)]
+    pub token: String,
+    /// Machine API CA; control planes hold its key, workers only its certificate.
+    #[serde(default)]
+    pub ca: PemPair,
+    /// Extra names and addresses for the machine API server certificate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cert_sans: Vec<String>,
+    /// Where and how the system is installed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub install: Option<Install>,
+    /// Hostname, interfaces, nameservers.
+    #[serde(default, skip_serializing_if = "NetworkConfig::is_empty")]
+    pub network: NetworkConfig,
+    /// Time synchronisation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<TimeConfig>,
+    /// Kernel parameters (`net.ipv4.ip_forward: "1"`).
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "scalar_map::deserialize"
+    )]
+    pub sysctls: BTreeMap<String, String>,
+    /// Files written to the machine at boot.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<MachineFile>,
+    /// Environment variables for system services.
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "scalar_map::deserialize"
+    )]
+    pub env: BTreeMap<String, String>,
+    /// Labels put on this machine's Kubernetes Node.
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "scalar_map::deserialize"
+    )]
+    pub node_labels: BTreeMap<String, String>,
+    /// Taints put on this machine's Node: `key: "value:Effect"` or `key: Effect`.
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "scalar_map::deserialize"
+    )]
+    pub node_taints: BTreeMap<String, String>,
+    /// Image registry mirrors and credentials.
+    #[serde(default, skip_serializing_if = "Registries::is_empty")]
+    pub registries: Registries,
+    /// Where system logs are also sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logging: Option<Logging>,
+    /// Optional behaviours.
+    #[serde(default, skip_serializing_if = "Features::is_default")]
+    pub features: Features,
+}
+
+/// Installation target.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Install {
+    /// Disk to install to, e.g. `/dev/sda` or `/dev/disk/by-id/...`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<String>,
+    /// Installer image reference used for installs and upgrades.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Wipe the whole disk before installing.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub wipe: bool,
+}
+
+/// Time synchronisation.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TimeConfig {
+    /// Turn time synchronisation off.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub disabled: bool,
+    /// NTP servers (host names or addresses).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub servers: Vec<String>,
+}
+
+/// How a file is written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FileOp {
+    /// Create (or replace) the file.
+    #[default]
+    Create,
+    /// Append to an existing file.
+    Append,
+}
+
+/// A file the machine writes at boot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MachineFile {
+    /// Absolute path of the file.
+    pub path: String,
+    /// File content.
+    #[serde(default)]
+    pub content: String,
+    /// Mode bits, e.g. `0o644` (420).
+    #[serde(default = "default_permissions")]
+    pub permissions: u32,
+    /// `create` (default) or `append`.
+    #[serde(default)]
+    pub op: FileOp,
+}
+
+fn default_permissions() -> u32 {
+    0o644
+}
+
+/// Image registry settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Registries {
+    /// Mirrors by registry host (`docker.io`, or `*` for every registry).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub mirrors: BTreeMap<String, RegistryMirror>,
+    /// Credentials and TLS settings by registry host.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub config: BTreeMap<String, RegistryConfig>,
+}
+
+impl Registries {
+    pub fn is_empty(&self) -> bool {
+        self.mirrors.is_empty() && self.config.is_empty()
+    }
+}
+
+/// Mirror endpoints for one registry.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RegistryMirror {
+    /// Mirror URLs tried in order (`https://mirror.example:5000`).
+    #[serde(default)]
+    pub endpoints: Vec<String>,
+    /// Do not fall back to the upstream registry when every mirror fails.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub skip_fallback: bool,
+}
+
+/// Credentials and TLS settings for one registry host.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RegistryConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<RegistryAuth>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<RegistryTls>,
+}
+
+/// Registry credentials: username/password, a pre-encoded `auth`, or an identity token.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RegistryAuth {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// base64 of `username:password`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_token: Option<String>,
+}
+
+/// TLS settings for a registry.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RegistryTls {
+    /// Skip server certificate verification (testing only).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub insecure_skip_verify: bool,
+    /// Base64 PEM CA bundle trusted for this registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<String>,
+    /// Client certificate for mutual TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_identity: Option<PemPair>,
+}
+
+/// Log forwarding.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Logging {
+    #[serde(default)]
+    pub destinations: Vec<LogDestination>,
+}
+
+/// Format of forwarded log lines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum LogFormat {
+    /// One JSON object per line.
+    #[default]
+    #[serde(rename = "json_lines")]
+    JsonLines,
+}
+
+/// One log destination.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LogDestination {
+    /// `udp://host:port` or `tcp://host:port`.
+    pub endpoint: String,
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+/// Optional behaviours.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Features {
+    /// Check the role (`os:admin`, `os:operator`, `os:reader`) in client certificates.
+    #[serde(default = "default_true")]
+    pub rbac: bool,
+    /// Derive a stable hostname from the machine id when none is set.
+    #[serde(default = "default_true")]
+    pub stable_hostname: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl Default for Features {
+    fn default() -> Self {
+        Features {
+            rbac: true,
+            stable_hostname: true,
+        }
+    }
+}
+
+impl Features {
+    pub fn is_default(&self) -> bool {
+        *self == Features::default()
+    }
+}
