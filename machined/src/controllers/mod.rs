@@ -1,0 +1,208 @@
+//! Controllers: derive resources from the running config and apply them to the system through
+//! the `System` trait, idempotently, retrying with backoff until they succeed or the config
+//! changes.
+
+mod derive;
+
+pub use derive::{Desired, derive};
+
+use crate::machine::Machine;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Retry delay after `attempt` failures: 100 ms doubling up to 30 s.
+pub fn retry_delay(attempt: u32) -> Duration {
+    Duration::from_millis((100u64 << attempt.min(9)).min(30_000))
+}
+
+/// Runs the controllers until machined exits.
+pub fn spawn(machine: Arc<Machine>) {
+    tokio::spawn(async move {
+        let mut config = machine.watch_config();
+        loop {
+            let running = config.borrow_and_update().clone();
+            let desired = derive(running.as_deref().map(|r| &r.config));
+            publish(&machine, &desired);
+            let mut attempt = 0u32;
+            loop {
+                let failures = apply(&machine, &desired);
+                record(&machine, &failures, attempt);
+                if failures.is_empty() {
+                    break;
+                }
+                let delay = retry_delay(attempt);
+                attempt += 1;
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    changed = config.changed() => {
+                        if changed.is_err() { return; }
+                        break;
+                    }
+                }
+            }
+            if config.has_changed().unwrap_or(false) {
+                continue;
+            }
+            if config.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
+/// Writes the derived spec resources (the store makes identical writes no-ops).
+fn publish(machine: &Machine, d: &Desired) {
+    let store = &machine.resources;
+    match &d.hostname {
+        Some(h) => {
+            store.put("Hostname", "hostname", json!({"hostname": h}));
+        }
+        None => {
+            store.delete("Hostname", "hostname");
+        }
+    }
+    store.replace_all(
+        "Links",
+        d.links
+            .iter()
+            .map(|l| {
+                (
+                    l.name.clone(),
+                    json!({"name": l.name, "mtu": l.mtu, "dhcp": l.dhcp}),
+                )
+            })
+            .collect(),
+    );
+    store.replace_all(
+        "Addresses",
+        d.links
+            .iter()
+            .flat_map(|l| {
+                l.addresses.iter().map(move |a| {
+                    (
+                        format!("{}/{a}", l.name),
+                        json!({"link": l.name, "address": a}),
+                    )
+                })
+            })
+            .collect(),
+    );
+    store.replace_all(
+        "Routes",
+        d.routes
+            .iter()
+            .map(|r| {
+                (
+                    format!("{}/{}", r.link, r.network),
+                    serde_json::to_value(r).unwrap_or_default(),
+                )
+            })
+            .collect(),
+    );
+    let single = |v: serde_json::Value, empty: bool| {
+        if empty {
+            vec![]
+        } else {
+            vec![("resolvers".to_string(), v)]
+        }
+    };
+    store.replace_all(
+        "Resolvers",
+        single(json!({"servers": d.resolvers}), d.resolvers.is_empty()),
+    );
+    store.replace_all(
+        "TimeServers",
+        if d.time_servers.is_empty() {
+            vec![]
+        } else {
+            vec![(
+                "timeservers".to_string(),
+                json!({"servers": d.time_servers}),
+            )]
+        },
+    );
+    store.replace_all(
+        "Sysctls",
+        d.sysctls
+            .iter()
+            .map(|(k, v)| (k.clone(), json!({"value": v})))
+            .collect(),
+    );
+    store.replace_all(
+        "Files",
+        d.files
+            .iter()
+            .map(|f| (f.path.clone(), json!({"path": f.path, "permissions": format!("{:o}", f.mode), "append": f.append, "bytes": f.content.len()})))
+            .collect(),
+    );
+}
+
+/// Applies every desired effect; returns (controller, error) for each that failed.
+fn apply(machine: &Machine, d: &Desired) -> Vec<(&'static str, String)> {
+    let sys = &machine.system;
+    let mut failures = Vec::new();
+    let mut check = |controller: &'static str, r: crate::system::SysResult| {
+        if let Err(e) = r {
+            failures.push((controller, e.to_string()));
+        }
+    };
+    if let Some(h) = &d.hostname {
+        check("hostname", sys.set_hostname(h));
+    }
+    for l in &d.links {
+        check("links", sys.ensure_link(&l.name, l.mtu));
+        if !l.addresses.is_empty() {
+            check("addresses", sys.ensure_addresses(&l.name, &l.addresses));
+        }
+    }
+    if !d.routes.is_empty() {
+        check("routes", sys.ensure_routes(&d.routes));
+    }
+    if !d.resolvers.is_empty() {
+        check("resolvers", sys.set_resolvers(&d.resolvers));
+    }
+    if !d.time_servers.is_empty() {
+        check("timeservers", sys.set_time_servers(&d.time_servers));
+    }
+    for (k, v) in &d.sysctls {
+        check("sysctls", sys.set_sysctl(k, v));
+    }
+    for f in &d.files {
+        check(
+            "files",
+            sys.write_file(&f.path, &f.content, f.mode, f.append),
+        );
+    }
+    failures
+}
+
+const CONTROLLERS: &[&str] = &[
+    "hostname",
+    "links",
+    "addresses",
+    "routes",
+    "resolvers",
+    "timeservers",
+    "sysctls",
+    "files",
+];
+
+fn record(machine: &Machine, failures: &[(&'static str, String)], attempt: u32) {
+    for name in CONTROLLERS {
+        let errors: Vec<&String> = failures
+            .iter()
+            .filter(|(c, _)| c == name)
+            .map(|(_, e)| e)
+            .collect();
+        let spec = if errors.is_empty() {
+            json!({"ready": true, "attempt": attempt + 1, "error": null})
+        } else {
+            json!({"ready": false, "attempt": attempt + 1, "error": errors.iter().map(|e| e.as_str()).collect::<Vec<_>>().join("; ")})
+        };
+        machine.resources.put("ControllerStatus", name, spec);
+    }
+    for (controller, error) in failures {
+        tracing::warn!(controller, attempt, "apply failed: {error}");
+    }
+}

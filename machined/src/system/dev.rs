@@ -1,0 +1,151 @@
+//! Dev-mode system: records every effect instead of touching the host. The records are readable
+//! by tests and appear in the node's kernel log (`rosctl dmesg`) prefixed with `dev:`.
+
+use super::{PowerAction, RouteSpec, SysResult, System, SystemError};
+use crate::logbuf::LogBuffer;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+pub struct DevSystem {
+    hostname: Mutex<String>,
+    effects: Mutex<Vec<String>>,
+    /// Effect name -> how many more calls fail (fault injection for retry tests).
+    failures: Mutex<HashMap<String, u32>>,
+    kmsg: LogBuffer,
+}
+
+impl DevSystem {
+    pub fn new(hostname: &str) -> Self {
+        let kmsg = LogBuffer::new();
+        kmsg.push("dev: machined started with recorded system effects");
+        Self {
+            hostname: Mutex::new(hostname.to_string()),
+            effects: Mutex::new(Vec::new()),
+            failures: Mutex::new(HashMap::new()),
+            kmsg,
+        }
+    }
+
+    /// Every recorded effect, in order.
+    pub fn effects(&self) -> Vec<String> {
+        self.effects.lock().expect("effects lock").clone()
+    }
+
+    /// Makes the next `times` calls of effect `name` (e.g. "hostname") fail.
+    pub fn fail_next(&self, name: &str, times: u32) {
+        self.failures
+            .lock()
+            .expect("failures lock")
+            .insert(name.to_string(), times);
+    }
+
+    fn record(&self, name: &str, detail: String) -> SysResult {
+        {
+            let mut failures = self.failures.lock().expect("failures lock");
+            if let Some(left) = failures.get_mut(name)
+                && *left > 0
+            {
+                *left -= 1;
+                return Err(SystemError::new(name, "injected failure"));
+            }
+        }
+        self.kmsg.push(format!("dev: {detail}"));
+        self.effects.lock().expect("effects lock").push(detail);
+        Ok(())
+    }
+}
+
+impl System for DevSystem {
+    fn kind(&self) -> &'static str {
+        "dev"
+    }
+
+    fn hostname(&self) -> String {
+        self.hostname.lock().expect("hostname lock").clone()
+    }
+
+    fn set_hostname(&self, name: &str) -> SysResult {
+        self.record("hostname", format!("hostname {name}"))?;
+        *self.hostname.lock().expect("hostname lock") = name.to_string();
+        Ok(())
+    }
+
+    fn ensure_link(&self, link: &str, mtu: Option<u32>) -> SysResult {
+        let mtu = mtu.map(|m| format!(" mtu {m}")).unwrap_or_default();
+        self.record("link", format!("link {link} up{mtu}"))
+    }
+
+    fn ensure_addresses(&self, link: &str, cidrs: &[String]) -> SysResult {
+        self.record(
+            "addresses",
+            format!("addresses {link} [{}]", cidrs.join(", ")),
+        )
+    }
+
+    fn ensure_routes(&self, routes: &[RouteSpec]) -> SysResult {
+        let list: Vec<String> = routes
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} via {} dev {}",
+                    r.network,
+                    r.gateway.as_deref().unwrap_or("-"),
+                    r.link
+                )
+            })
+            .collect();
+        self.record("routes", format!("routes [{}]", list.join(", ")))
+    }
+
+    fn set_resolvers(&self, servers: &[String]) -> SysResult {
+        self.record("resolvers", format!("resolvers [{}]", servers.join(", ")))
+    }
+
+    fn set_time_servers(&self, servers: &[String]) -> SysResult {
+        self.record(
+            "timeservers",
+            format!("timeservers [{}]", servers.join(", ")),
+        )
+    }
+
+    fn set_sysctl(&self, key: &str, value: &str) -> SysResult {
+        self.record("sysctl", format!("sysctl {key}={value}"))
+    }
+
+    fn write_file(&self, path: &str, content: &str, mode: u32, append: bool) -> SysResult {
+        let op = if append { "append" } else { "write" };
+        self.record(
+            "file",
+            format!("file {op} {path} mode {mode:o} ({} bytes)", content.len()),
+        )
+    }
+
+    fn power(&self, action: PowerAction) -> SysResult {
+        self.record("power", format!("power {}", action.word()))
+    }
+
+    fn kernel_log(&self) -> LogBuffer {
+        self.kmsg.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_effects_and_injects_failures() {
+        let sys = DevSystem::new("h");
+        sys.fail_next("hostname", 1);
+        assert!(sys.set_hostname("a").is_err());
+        sys.set_hostname("a").unwrap();
+        assert_eq!(sys.hostname(), "a");
+        assert_eq!(sys.effects(), vec!["hostname a"]);
+        assert!(
+            sys.kernel_log()
+                .lines()
+                .iter()
+                .any(|l| l == "dev: hostname a")
+        );
+    }
+}

@@ -1,0 +1,163 @@
+//! Real system effects on a booted node (used only outside dev mode, i.e. inside the image).
+
+use super::{PowerAction, RouteSpec, SysResult, System, SystemError, power};
+use crate::logbuf::LogBuffer;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+
+/// Where resolv.conf and the NTP server list are written (/etc is read-only in the image; the
+/// image links /etc/resolv.conf here).
+const RUN_DIR: &str = "/run/ros";
+
+pub struct LinuxSystem {
+    init_socket: PathBuf,
+    kmsg: LogBuffer,
+}
+
+impl LinuxSystem {
+    pub fn new(init_socket: PathBuf) -> Self {
+        let kmsg = LogBuffer::new();
+        let sink = kmsg.clone();
+        // /dev/kmsg yields one record per read; a blocking thread keeps the buffer filled.
+        std::thread::Builder::new()
+            .name("kmsg".into())
+            .spawn(move || {
+                let Ok(file) = std::fs::File::open("/dev/kmsg") else {
+                    sink.push("machined: cannot open /dev/kmsg");
+                    return;
+                };
+                for record in BufReader::new(file).lines() {
+                    match record {
+                        Ok(line) => sink.push(format_kmsg(&line)),
+                        // EPIPE means records were overwritten before we read them; keep going.
+                        Err(e) if e.raw_os_error() == Some(32) => continue,
+                        Err(_) => break,
+                    }
+                }
+            })
+            .ok();
+        Self { init_socket, kmsg }
+    }
+}
+
+/// `6,339,5140900,-;text` -> `[    5.140900] text`.
+fn format_kmsg(record: &str) -> String {
+    let Some((prefix, text)) = record.split_once(';') else {
+        return record.to_string();
+    };
+    let micros: u64 = prefix
+        .split(',')
+        .nth(2)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    format!(
+        "[{:5}.{:06}] {text}",
+        micros / 1_000_000,
+        micros % 1_000_000
+    )
+}
+
+fn write_atomic(path: &str, content: &str) -> SysResult {
+    ros_config::atomic_write(path, content.as_bytes()).map_err(|e| SystemError::new(path, e))
+}
+
+fn not_yet(what: &str) -> SysResult {
+    Err(SystemError::new(
+        what,
+        "netlink configuration is not implemented yet",
+    ))
+}
+
+impl System for LinuxSystem {
+    fn kind(&self) -> &'static str {
+        "linux"
+    }
+
+    fn hostname(&self) -> String {
+        nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    fn set_hostname(&self, name: &str) -> SysResult {
+        if self.hostname() == name {
+            return Ok(());
+        }
+        nix::unistd::sethostname(name).map_err(|e| SystemError::new("hostname", e))
+    }
+
+    fn ensure_link(&self, link: &str, _mtu: Option<u32>) -> SysResult {
+        not_yet(&format!("link {link}"))
+    }
+
+    fn ensure_addresses(&self, link: &str, _cidrs: &[String]) -> SysResult {
+        not_yet(&format!("addresses of {link}"))
+    }
+
+    fn ensure_routes(&self, _routes: &[RouteSpec]) -> SysResult {
+        not_yet("routes")
+    }
+
+    fn set_resolvers(&self, servers: &[String]) -> SysResult {
+        let mut text = String::new();
+        for s in servers {
+            text.push_str(&format!("nameserver {s}\n"));
+        }
+        std::fs::create_dir_all(RUN_DIR).map_err(|e| SystemError::new(RUN_DIR, e))?;
+        write_atomic(&format!("{RUN_DIR}/resolv.conf"), &text)
+    }
+
+    fn set_time_servers(&self, servers: &[String]) -> SysResult {
+        std::fs::create_dir_all(RUN_DIR).map_err(|e| SystemError::new(RUN_DIR, e))?;
+        write_atomic(
+            &format!("{RUN_DIR}/timeservers"),
+            &(servers.join("\n") + "\n"),
+        )
+    }
+
+    fn set_sysctl(&self, key: &str, value: &str) -> SysResult {
+        let path = format!("/proc/sys/{}", key.replace('.', "/"));
+        std::fs::write(&path, value).map_err(|e| SystemError::new(format!("sysctl {key}"), e))
+    }
+
+    fn write_file(&self, path: &str, content: &str, mode: u32, append: bool) -> SysResult {
+        if let Some(parent) = std::path::Path::new(path).parent() {
+            std::fs::create_dir_all(parent).map_err(|e| SystemError::new(path, e))?;
+        }
+        if append {
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(mode)
+                .open(path)
+                .map_err(|e| SystemError::new(path, e))?;
+            return file
+                .write_all(content.as_bytes())
+                .map_err(|e| SystemError::new(path, e));
+        }
+        write_atomic(path, content)?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| SystemError::new(path, e))
+    }
+
+    fn power(&self, action: PowerAction) -> SysResult {
+        power::request(&self.init_socket, action.word()).map_err(|e| SystemError::new("power", e))
+    }
+
+    fn kernel_log(&self) -> LogBuffer {
+        self.kmsg.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn kmsg_records_get_a_timestamp() {
+        assert_eq!(
+            super::format_kmsg("6,339,5140900,-;hello"),
+            "[    5.140900] hello"
+        );
+    }
+}
