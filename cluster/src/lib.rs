@@ -1,2 +1,3 @@
 //! Control plane and node agent.
+pub mod apiserver;
 pub mod store;

@@ -1,0 +1,164 @@
+//! Subresources beyond status: scale, binding, and log/exec (served by the node agent).
+
+use http::Response;
+use serde_json::{Value, json};
+
+use super::write::{Part, update_object};
+use super::{Call, ok};
+use crate::apiserver::http::Body;
+use crate::apiserver::objects::{self, meta_mut, now_rfc3339};
+use crate::apiserver::patch;
+use crate::apiserver::selectors::LabelSelector;
+use crate::apiserver::status::{ApiError, ApiResult};
+
+/// The autoscaling/v1 Scale of a scalable object.
+fn scale_of(obj: &Value) -> Value {
+    let m = &obj["metadata"];
+    let selector = LabelSelector::from_object(&obj["spec"]["selector"])
+        .map(|s| s.to_string_form())
+        .unwrap_or_default();
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": m["name"], "namespace": m["namespace"], "uid": m["uid"],
+            "resourceVersion": m["resourceVersion"], "creationTimestamp": m["creationTimestamp"],
+        },
+        "spec": {"replicas": obj["spec"]["replicas"].as_i64().unwrap_or(0)},
+        "status": {"replicas": obj["status"]["replicas"].as_i64().unwrap_or(0), "selector": selector},
+    })
+}
+
+pub async fn get_scale(call: &Call) -> ApiResult<Response<Body>> {
+    let (obj, _) = call.current().await?;
+    ok(200, &scale_of(&obj))
+}
+
+pub async fn update_scale(call: &Call, is_patch: bool) -> ApiResult<Response<Body>> {
+    let kind = if is_patch {
+        Some(patch::PatchKind::from_content_type(&call.content_type)?)
+    } else {
+        None
+    };
+    let body = if is_patch {
+        None
+    } else {
+        Some(call.parse_body()?)
+    };
+    let obj = update_object(
+        &call.api,
+        call.def,
+        &call.key(),
+        Part::Main,
+        call.query.dry_run(),
+        |old| {
+            let current = scale_of(old);
+            let wanted = match (&kind, &body) {
+                (Some(k), _) => patch::apply(*k, "Scale", &current, &call.body)?,
+                (None, Some(b)) => b.clone(),
+                _ => current.clone(),
+            };
+            if let Some(rv) = wanted["metadata"]["resourceVersion"]
+                .as_str()
+                .filter(|s| !s.is_empty())
+                && Some(rv) != old["metadata"]["resourceVersion"].as_str()
+            {
+                return Err(ApiError::stale(
+                    call.def.group,
+                    call.def.plural,
+                    call.name(),
+                ));
+            }
+            let replicas = &wanted["spec"]["replicas"];
+            let n = match replicas {
+                Value::Null => 0,
+                v => v.as_i64().filter(|n| *n >= 0).ok_or_else(|| {
+                    ApiError::invalid(
+                        "autoscaling",
+                        "Scale",
+                        call.name(),
+                        vec![crate::apiserver::status::Cause::invalid(
+                            "spec.replicas",
+                            v,
+                            "must be greater than or equal to 0",
+                        )],
+                    )
+                })?,
+            };
+            let mut new = old.clone();
+            new["spec"]["replicas"] = json!(n);
+            Ok(new)
+        },
+    )
+    .await?;
+    ok(200, &scale_of(&obj))
+}
+
+/// pods/binding: assigns a pod to a node (what the scheduler does).
+pub async fn bind(call: &Call) -> ApiResult<Response<Body>> {
+    let binding = objects::normalize("Binding", call.parse_body()?)
+        .map_err(|e| ApiError::bad_request(format!("error decoding Binding: {e}")))?;
+    let node = binding["target"]["name"].as_str().unwrap_or("").to_string();
+    if node.is_empty() {
+        return Err(ApiError::invalid(
+            "",
+            "Binding",
+            call.name(),
+            vec![crate::apiserver::status::Cause::required("target.name")],
+        ));
+    }
+    let pod_name = call.name().to_string();
+    update_object(
+        &call.api,
+        call.def,
+        &call.key(),
+        Part::Main,
+        call.query.dry_run(),
+        |old| {
+            if old["metadata"]["deletionTimestamp"].is_string() {
+                return Err(ApiError::conflict(
+                    "",
+                    "pods",
+                    &pod_name,
+                    "pod is being deleted, cannot be assigned to a host",
+                ));
+            }
+            if let Some(current) = old["spec"]["nodeName"].as_str().filter(|s| !s.is_empty()) {
+                return Err(ApiError::conflict(
+                    "",
+                    "pods",
+                    &pod_name,
+                    &format!("pod {pod_name} is already assigned to node {current:?}"),
+                ));
+            }
+            let mut new = old.clone();
+            new["spec"]["nodeName"] = json!(node);
+            Ok(new)
+        },
+    )
+    .await?;
+    // The PodScheduled condition is status: written through the status part.
+    update_object(&call.api, call.def, &call.key(), Part::Status, call.query.dry_run(), |old| {
+        let mut new = old.clone();
+        let mut conds: Vec<Value> = old["status"]["conditions"].as_array().cloned().unwrap_or_default();
+        conds.retain(|c| c["type"] != "PodScheduled");
+        conds.push(json!({"type": "PodScheduled", "status": "True", "lastTransitionTime": now_rfc3339()}));
+        new["status"]["conditions"] = Value::Array(conds);
+        meta_mut(&mut new);
+        Ok(new)
+    })
+    .await?;
+    ok(
+        201,
+        &crate::apiserver::status::success("", "pods", &pod_name, ""),
+    )
+}
+
+pub fn node_agent_missing(call: &Call) -> ApiError {
+    ApiError::unavailable(format!(
+        "pods/{} is not available: no node agent serves pod {}/{} (the cluster agent does not run yet)",
+        call.subresource.as_deref().unwrap_or(""),
+        call.ns().unwrap_or(""),
+        call.name()
+    ))
+}

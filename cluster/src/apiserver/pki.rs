@@ -1,0 +1,189 @@
+//! The server's certificates: a cluster CA, the serving certificate and an admin client
+//! certificate, created on first start and kept in `DIR/pki`.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+
+use super::fsutil::atomic_write;
+
+/// The group whose members may do everything (as in Kubernetes).
+pub const ADMIN_GROUP: &str = "system:masters";
+pub const ADMIN_USER: &str = "admin";
+
+/// PEM texts of the server's PKI.
+#[derive(Clone)]
+pub struct Pki {
+    pub ca_cert: String,
+    pub ca_key: String,
+    pub server_cert: String,
+    pub server_key: String,
+    pub admin_cert: String,
+    pub admin_key: String,
+}
+
+fn paths(dir: &Path) -> [PathBuf; 6] {
+    [
+        dir.join("ca.crt"),
+        dir.join("ca.key"),
+        dir.join("apiserver.crt"),
+        dir.join("apiserver.key"),
+        dir.join("admin.crt"),
+        dir.join("admin.key"),
+    ]
+}
+
+/// Loads the PKI from `dir`, creating what is missing: the CA if there is none, and the
+/// server and admin certificates (signed by the CA) if either is missing. `sans` are the
+/// serving certificate's extra names (DNS names or IP addresses).
+pub fn load_or_create(dir: &Path, sans: &[String]) -> Result<Pki> {
+    let [ca_crt, ca_key, srv_crt, srv_key, adm_crt, adm_key] = paths(dir);
+    let read =
+        |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
+
+    let (ca_cert_pem, ca_key_pem) = if ca_crt.exists() && ca_key.exists() {
+        (read(&ca_crt)?, read(&ca_key)?)
+    } else {
+        let (cert, key) = new_ca()?;
+        atomic_write(&ca_key, key.as_bytes(), 0o600)?;
+        atomic_write(&ca_crt, cert.as_bytes(), 0o644)?;
+        (cert, key)
+    };
+    let ca_signing_key = KeyPair::from_pem(&ca_key_pem).context("parsing pki/ca.key")?;
+    let issuer =
+        Issuer::from_ca_cert_pem(&ca_cert_pem, ca_signing_key).context("parsing pki/ca.crt")?;
+
+    let (server_cert, server_key) = if srv_crt.exists() && srv_key.exists() {
+        (read(&srv_crt)?, read(&srv_key)?)
+    } else {
+        let (cert, key) = issue_server(&issuer, sans)?;
+        atomic_write(&srv_key, key.as_bytes(), 0o600)?;
+        atomic_write(&srv_crt, cert.as_bytes(), 0o644)?;
+        (cert, key)
+    };
+    let (admin_cert, admin_key) = if adm_crt.exists() && adm_key.exists() {
+        (read(&adm_crt)?, read(&adm_key)?)
+    } else {
+        let (cert, key) = issue_client(&issuer, ADMIN_USER, &[ADMIN_GROUP])?;
+        atomic_write(&adm_key, key.as_bytes(), 0o600)?;
+        atomic_write(&adm_crt, cert.as_bytes(), 0o644)?;
+        (cert, key)
+    };
+    Ok(Pki {
+        ca_cert: ca_cert_pem,
+        ca_key: ca_key_pem,
+        server_cert,
+        server_key,
+        admin_cert,
+        admin_key,
+    })
+}
+
+fn validity(params: &mut CertificateParams, days: i64) {
+    // Back-dated an hour so a client with a slightly late clock accepts it.
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(days);
+}
+
+fn new_ca() -> Result<(String, String)> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, "ros-cluster-ca");
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    validity(&mut params, 3650);
+    let cert = params.self_signed(&key)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// The names every serving certificate carries, plus `extra`.
+fn server_names(extra: &[String]) -> Vec<String> {
+    let mut names: Vec<String> = [
+        "localhost",
+        "127.0.0.1",
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+        "10.96.0.1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for n in extra {
+        if !n.is_empty() && !names.contains(n) {
+            names.push(n.clone());
+        }
+    }
+    names
+}
+
+fn issue_server(issuer: &Issuer<'_, KeyPair>, extra: &[String]) -> Result<(String, String)> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, "kube-apiserver");
+    params.distinguished_name = dn;
+    for name in server_names(extra) {
+        let san = match name.parse::<IpAddr>() {
+            Ok(ip) => SanType::IpAddress(ip),
+            Err(_) => SanType::DnsName(
+                name.clone()
+                    .try_into()
+                    .with_context(|| format!("TLS name {name:?}"))?,
+            ),
+        };
+        params.subject_alt_names.push(san);
+    }
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    validity(&mut params, 3650);
+    let cert = params.signed_by(&key, issuer)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// Issues a client certificate: CN = user, O = groups (how Kubernetes reads them).
+pub fn issue_client(
+    issuer: &Issuer<'_, KeyPair>,
+    user: &str,
+    groups: &[&str],
+) -> Result<(String, String)> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, user);
+    for g in groups {
+        dn.push(DnType::OrganizationName, *g);
+    }
+    params.distinguished_name = dn;
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    validity(&mut params, 3650);
+    let cert = params.signed_by(&key, issuer)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// Issues a client certificate signed by the CA kept in `pki`.
+pub fn issue_client_with(pki: &Pki, user: &str, groups: &[&str]) -> Result<(String, String)> {
+    let key = KeyPair::from_pem(&pki.ca_key)?;
+    let issuer = Issuer::from_ca_cert_pem(&pki.ca_cert, key)?;
+    issue_client(&issuer, user, groups)
+}

@@ -1,0 +1,218 @@
+//! Accepting TLS connections and routing each request.
+
+use std::convert::Infallible;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use http::{Method, Request, Response, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use super::auth::{self, Attributes, UserInfo};
+use super::handlers::{self, Call};
+use super::http::{self as h, Body};
+use super::request::{self, Query, Target};
+use super::status::{ApiError, ApiResult};
+use super::{ApiServer, discovery, openapi};
+
+/// The largest request body accepted (Kubernetes' limit is 3 MiB).
+const MAX_BODY: usize = 3 * 1024 * 1024;
+
+pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, api: Arc<ApiServer>) {
+    let acceptor = TlsAcceptor::from(tls);
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        let api = api.clone();
+        tokio::spawn(async move {
+            let tls =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!("TLS handshake with {peer}: {e}");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+            let user = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|c| auth::user_from_certificate(c));
+            let service = service_fn(move |req| {
+                let api = api.clone();
+                let user = user.clone();
+                async move { Ok::<_, Infallible>(handle(api, user, req).await) }
+            });
+            if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection_with_upgrades(TokioIo::new(tls), service)
+                .await
+            {
+                tracing::debug!("connection from {peer}: {e}");
+            }
+        });
+    }
+}
+
+async fn handle(
+    api: Arc<ApiServer>,
+    user: Option<UserInfo>,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let result = AssertUnwindSafe(route(api, user, req)).catch_unwind().await;
+    let resp = match result {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => h::error(&e),
+        Err(_) => h::error(&ApiError::internal(format!(
+            "the server panicked handling {method} {path}"
+        ))),
+    };
+    tracing::debug!("{method} {path} -> {}", resp.status().as_u16());
+    resp
+}
+
+fn header_str(req: &Request<Incoming>, name: header::HeaderName) -> String {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
+fn verb(method: &Method, named: bool, watch: bool) -> &'static str {
+    match (method.as_str(), named) {
+        ("GET", _) if watch => "watch",
+        ("GET", true) => "get",
+        ("GET", false) => "list",
+        ("POST", _) => "create",
+        ("PUT", _) => "update",
+        ("PATCH", _) => "patch",
+        ("DELETE", true) => "delete",
+        ("DELETE", false) => "deletecollection",
+        _ => "unknown",
+    }
+}
+
+async fn route(
+    api: Arc<ApiServer>,
+    user: Option<UserInfo>,
+    req: Request<Incoming>,
+) -> ApiResult<Response<Body>> {
+    let path = req.uri().path().to_string();
+    let query = Query::parse(req.uri().query());
+    let accept = header_str(&req, header::ACCEPT);
+    let content_type = header_str(&req, header::CONTENT_TYPE);
+    let method = req.method().clone();
+
+    let Some(user) = user else {
+        if auth::is_public_path(&path) {
+            return simple(request::parse_path(&path)?, &accept);
+        }
+        return Err(ApiError::unauthorized());
+    };
+    let target = request::parse_path(&path)?;
+    let Target::Resource(r) = target else {
+        if method != Method::GET {
+            return Err(ApiError::method_not_allowed(format!(
+                "{method} is not allowed on {path}"
+            )));
+        }
+        return simple(target, &accept);
+    };
+    let watch = query.flag("watch");
+    let attrs = Attributes {
+        verb: verb(&method, r.name.is_some(), watch),
+        resource: r.def.plural,
+        subresource: r.subresource.as_deref(),
+        namespace: r.namespace.as_deref(),
+        name: r.name.as_deref(),
+    };
+    if !auth::allowed(&user, &attrs) {
+        let scope = match &r.namespace {
+            Some(ns) => format!(" in the namespace \"{ns}\""),
+            None => " at the cluster scope".to_string(),
+        };
+        let res = match &r.subresource {
+            Some(s) => format!("{}/{s}", r.def.plural),
+            None => r.def.plural.to_string(),
+        };
+        return Err(ApiError::forbidden(format!(
+            "{} is forbidden: User \"{}\" cannot {} resource \"{res}\" in API group \"{}\"{scope}",
+            super::status::qualified(r.def.plural, r.def.group),
+            user.name,
+            attrs.verb,
+            r.def.group
+        )));
+    }
+    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                return Err(ApiError::too_large(format!(
+                    "the request body is larger than {MAX_BODY} bytes"
+                )));
+            }
+            return Err(ApiError::bad_request(format!(
+                "reading the request body: {e}"
+            )));
+        }
+    };
+    let call = Call::new(api, r, query, accept, content_type, body);
+    handlers::dispatch(call, &method).await
+}
+
+/// Discovery, OpenAPI, version and health.
+fn simple(target: Target, accept: &str) -> ApiResult<Response<Body>> {
+    Ok(match target {
+        Target::Version => h::json(200, &discovery::version()),
+        Target::Health => h::respond(200, "text/plain; charset=utf-8", "ok"),
+        Target::ApiVersions if discovery::wants_aggregated(accept) => h::respond(
+            200,
+            discovery::AGGREGATED_CONTENT_TYPE,
+            discovery::aggregated(true).to_string(),
+        ),
+        Target::ApiGroups if discovery::wants_aggregated(accept) => h::respond(
+            200,
+            discovery::AGGREGATED_CONTENT_TYPE,
+            discovery::aggregated(false).to_string(),
+        ),
+        Target::ApiVersions => h::json(200, &discovery::api_versions()),
+        Target::ApiGroups => h::json(200, &discovery::api_group_list()),
+        Target::ApiGroup(g) => h::json(
+            200,
+            &discovery::api_group(&g)
+                .ok_or_else(|| ApiError::path_not_found(&format!("/apis/{g}")))?,
+        ),
+        Target::ResourceList { group, version } => h::json(
+            200,
+            &discovery::resource_list(&group, &version)
+                .ok_or_else(|| ApiError::path_not_found(&format!("{group}/{version}")))?,
+        ),
+        Target::OpenApiV2 if accept.contains("protobuf") => {
+            h::respond(200, openapi::PROTOBUF_CONTENT_TYPE, openapi::v2_protobuf())
+        }
+        Target::OpenApiV2 => h::json(200, &openapi::v2_json()),
+        Target::OpenApiV3 => return Err(ApiError::path_not_found("/openapi/v3")),
+        Target::Resource(_) => {
+            return Err(ApiError::internal("resource requests are routed elsewhere"));
+        }
+    })
+}
