@@ -7,6 +7,8 @@ mod error;
 mod types;
 mod watch_stream;
 
+pub mod sqlite;
+
 pub use error::StoreError;
 pub use types::{EventKind, KeyValue, RangeResult, Revision, WatchEvent};
 pub use watch_stream::WatchStream;
