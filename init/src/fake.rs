@@ -30,6 +30,7 @@ pub enum Op {
     Spawn(SpawnSpec),
     Kill(Pid, Signal),
     ListenControl(PathBuf),
+    StopControl,
     DisableCad,
     Sync,
     Reboot(PowerAction),
@@ -379,6 +380,10 @@ impl System for FakeSystem {
     fn listen_control(&mut self, path: &Path) -> io::Result<()> {
         self.record(Op::ListenControl(path.to_path_buf()));
         Ok(())
+    }
+
+    fn stop_control(&mut self) {
+        self.record(Op::StopControl);
     }
 
     fn wait_events(&mut self, timeout: Option<Duration>) -> Vec<Event> {

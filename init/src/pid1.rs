@@ -3,7 +3,7 @@
 //! on — PID 1 never returns.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -33,6 +33,9 @@ pub fn run(sys: &mut impl System) -> ! {
         let action = serve(sys, &mut supervisor, init_started);
         shutdown::run(sys, &mut supervisor, action, &shutdown::Policy::default());
         error!("PID 1 stays up and keeps reaping; another power request tries again");
+        if let Err(e) = sys.listen_control(Path::new(control::SOCKET_PATH)) {
+            error!("control: cannot listen again: {e}");
+        }
     }
 }
 
@@ -277,7 +280,8 @@ mod tests {
         let action = serve(&mut sys, &mut sup, Duration::ZERO);
         shutdown::run(&mut sys, &mut sup, action, &shutdown::Policy::default());
         let tail: Vec<&Op> = sys.ops().iter().skip(1).collect();
-        assert_eq!(tail[0], &Op::Kill(100, Signal::SIGTERM));
+        assert_eq!(tail[0], &Op::StopControl);
+        assert_eq!(tail[1], &Op::Kill(100, Signal::SIGTERM));
         assert_eq!(tail.last().unwrap(), &&Op::Reboot(PowerAction::Poweroff));
         assert!(tail.contains(&&Op::Umount("/run".into())));
         assert_eq!(

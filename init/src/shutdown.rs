@@ -45,6 +45,8 @@ pub fn run(
     policy: &Policy,
 ) -> std::io::Error {
     info!("shutdown: {action} requested");
+    // Requests during shutdown would go unanswered, and the socket keeps /run busy.
+    sys.stop_control();
     if let Some(pid) = supervisor.stop() {
         info!("shutdown: asking machined (pid {pid}) to stop its services");
         match sys.kill(pid, Signal::SIGTERM) {
@@ -187,6 +189,7 @@ mod tests {
                     Some(format!("ro {}", c.target.display()))
                 }
                 Op::Reboot(a) => Some(format!("reboot {a}")),
+                Op::StopControl => Some("stop control".into()),
                 _ => None,
             })
             .collect()
@@ -221,6 +224,7 @@ mod tests {
         assert_eq!(
             steps(sys.ops()),
             vec![
+                "stop control",
                 "kill 100 SIGTERM",
                 "kill -1 SIGTERM",
                 "sync",
@@ -251,8 +255,9 @@ mod tests {
         run(&mut sys, &mut sup, PowerAction::Reboot, &policy);
         let s = steps(sys.ops());
         assert_eq!(
-            &s[..4],
+            &s[..5],
             &[
+                "stop control",
                 "kill 100 SIGTERM",
                 "kill -1 SIGTERM",
                 "kill -1 SIGKILL",
@@ -297,7 +302,14 @@ mod tests {
         run(&mut sys, &mut sup, PowerAction::Halt, &Policy::default());
         assert_eq!(
             steps(sys.ops()),
-            vec!["kill -1 SIGTERM", "sync", "ro /", "sync", "reboot halt"]
+            vec![
+                "stop control",
+                "kill -1 SIGTERM",
+                "sync",
+                "ro /",
+                "sync",
+                "reboot halt"
+            ]
         );
     }
 }

@@ -136,6 +136,8 @@ pub trait System {
     // Events.
     /// Start answering the control protocol on a Unix socket at `path`.
     fn listen_control(&mut self, path: &Path) -> io::Result<()>;
+    /// Close the control socket and remove its file (so /run can be unmounted).
+    fn stop_control(&mut self);
     /// Block until something happens or `timeout` passes (None: no timeout).
     fn wait_events(&mut self, timeout: Option<Duration>) -> Vec<Event>;
 

@@ -64,6 +64,15 @@ impl EventSource {
         Ok(())
     }
 
+    pub fn stop_listening(&mut self) {
+        if let Some(listener) = self.control.take()
+            && let Ok(addr) = listener.local_addr()
+            && let Some(path) = addr.as_pathname()
+        {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
     pub fn wait(&mut self, timeout: Option<Duration>) -> Vec<Event> {
         let timeout = match timeout {
             None => PollTimeout::NONE,
@@ -202,6 +211,18 @@ mod tests {
         };
         assert!(reply.starts_with("error: unknown request"), "{reply}");
         assert!(events.is_empty(), "{events:?}");
+    }
+
+    #[test]
+    fn stopping_removes_the_socket_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("init.sock");
+        let mut source = EventSource::new(&SigSet::empty()).unwrap();
+        source.listen(&path).unwrap();
+        source.stop_listening();
+        assert!(!path.exists());
+        assert!(UnixStream::connect(&path).is_err());
+        assert!(source.wait(Some(Duration::from_millis(1))).is_empty());
     }
 
     #[test]

@@ -298,6 +298,12 @@ impl System for LinuxSystem {
         }
     }
 
+    fn stop_control(&mut self) {
+        if let Some(events) = self.events.as_mut() {
+            events.stop_listening();
+        }
+    }
+
     fn wait_events(&mut self, timeout: Option<Duration>) -> Vec<Event> {
         match self.events() {
             Some(events) => events.wait(timeout),
