@@ -15,6 +15,9 @@ pub const METAPACKAGE: &str = "linux-image-cloud-amd64";
 pub fn fetch_kernel(out: &Path, log: &dyn Fn(&str)) -> Result<KernelTree> {
     std::fs::create_dir_all(out)
         .with_context(|| format!("--out {}: cannot create", out.display()))?;
+    // Several builds (parallel tests) may share one cache dir: one fetch at a time.
+    let lock = std::fs::File::create(out.join(".lock")).context("creating the fetch lock")?;
+    lock.lock().context("locking the kernel cache")?;
     let downloads = out.join(".downloads");
     recreate_dir(&downloads)?;
 
@@ -69,6 +72,15 @@ pub fn fetch_kernel(out: &Path, log: &dyn Fn(&str)) -> Result<KernelTree> {
     std::fs::remove_dir_all(&staging).ok();
     std::fs::remove_dir_all(&downloads).ok();
     KernelTree::open(out)
+}
+
+/// The kernel already in `out` if there is one, else [`fetch_kernel`]. Tests use this so a
+/// warm cache needs no network.
+pub fn cached_or_fetch(out: &Path, log: &dyn Fn(&str)) -> Result<KernelTree> {
+    if let Ok(tree) = KernelTree::open(out) {
+        return Ok(tree);
+    }
+    fetch_kernel(out, log)
 }
 
 fn recreate_dir(dir: &Path) -> Result<()> {

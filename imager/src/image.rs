@@ -47,13 +47,16 @@ pub fn build_kernel_initramfs(
         inputs.kernel.version
     ));
     let modules = modules::resolve(&inputs.kernel, &inputs.config.modules)?;
-    step.finish_with_message(format!(
-        "{} modules ({} requested, {} built in: {})",
-        modules.modules.len(),
-        modules.load_list.len(),
-        modules.builtin_requested.len(),
-        modules.builtin_requested.join(" ")
-    ));
+    progress.done(
+        &step,
+        format!(
+            "{} modules ({} requested, {} built in: {})",
+            modules.modules.len(),
+            modules.load_list.len(),
+            modules.builtin_requested.len(),
+            modules.builtin_requested.join(" ")
+        ),
+    );
 
     let mut binaries = Vec::new();
     for binary in &inputs.config.binaries {
@@ -87,7 +90,7 @@ pub fn build_kernel_initramfs(
     let rootfs = out.join("rootfs.sqsh");
     rootfs::mksquashfs(&stage, &rootfs, inputs.epoch)?;
     std::fs::remove_dir_all(&stage).ok();
-    step.finish_with_message("root filesystem packed");
+    progress.done(&step, "root filesystem packed");
 
     let step = progress.step("writing the initramfs");
     let archive = initramfs::archive(&InitramfsInputs {
@@ -102,7 +105,7 @@ pub fn build_kernel_initramfs(
         inputs.epoch,
         inputs.config.compression_level,
     )?;
-    step.finish_with_message("initramfs written");
+    progress.done(&step, "initramfs written");
 
     let kernel = out.join("kernel");
     let tmp = out.join("kernel.tmp");

@@ -189,7 +189,7 @@ fn initramfs(args: BuildArgs) -> Result<()> {
                 !args.no_cluster && args.cluster.is_none(),
                 &|l| step.set_message(l.to_string()),
             )?;
-            step.finish_with_message("our binaries built");
+            progress.done(&step, "our binaries built");
             OurBinaries {
                 cluster: args.cluster.clone().or(built.cluster.clone()),
                 ..built
@@ -233,6 +233,6 @@ fn kernel_tree(dir: &Path, progress: &Progress) -> Result<KernelTree> {
     }
     let step = progress.step("fetching the kernel");
     let tree = imager::fetch::fetch_kernel(dir, &|l| step.set_message(l.to_string()))?;
-    step.finish_with_message(format!("kernel {}", tree.version));
+    progress.done(&step, format!("kernel {}", tree.version));
     Ok(tree)
 }

@@ -34,7 +34,6 @@ pub const DEFAULT_MODULES: &[&str] = &[
     "vfat",
     "nls_cp437",
     "nls_iso8859_1",
-    "efivarfs",
     // container networking
     "af_packet",
     "bridge",

@@ -27,6 +27,15 @@ impl Progress {
         bar
     }
 
+    /// Ends a step; the message stays on screen (or goes to stderr when there is no screen).
+    pub fn done(&self, bar: &ProgressBar, message: impl Into<String>) {
+        let message = message.into();
+        if self.multi.is_hidden() {
+            eprintln!("==> {message}");
+        }
+        bar.finish_with_message(message);
+    }
+
     /// A bar counting `total` items.
     pub fn items(&self, message: impl Into<String>, total: u64) -> ProgressBar {
         let bar = self.multi.add(ProgressBar::new(total));

@@ -88,11 +88,11 @@ pub fn run(mut command: Command) -> Result<Output> {
         .output()
         .with_context(|| format!("running {line}"))?;
     if !output.status.success() {
-        bail!(
-            "{line} failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
+        // Build tools print pages of progress; the end holds the error.
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let lines: Vec<&str> = stderr.trim().lines().collect();
+        let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+        bail!("{line} failed ({}): {tail}", output.status);
     }
     Ok(output)
 }

@@ -1,1 +1,173 @@
-//! Shared helpers for the end-to-end tests.
+//! Shared helpers for the end-to-end tests: the image under test (built once per change of
+//! its inputs, or taken from `ROS_E2E_IMAGE`), the accelerator, and booting a node.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use imager::config::ImageConfig;
+use imager::image::{BuildInputs, build_kernel_initramfs};
+use imager::progress::Progress;
+use imager::qemu::{Accel, Vm, VmSpec, accel, free_port};
+use sha2::{Digest, Sha256};
+
+/// A directory with `kernel`, `initramfs` and `rootfs.sqsh`, used instead of building.
+pub const ENV_IMAGE: &str = "ROS_E2E_IMAGE";
+
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub kernel: PathBuf,
+    pub initramfs: PathBuf,
+    pub rootfs: PathBuf,
+}
+
+impl Image {
+    fn in_dir(dir: &Path) -> Result<Self> {
+        let image = Self {
+            kernel: dir.join("kernel"),
+            initramfs: dir.join("initramfs"),
+            rootfs: dir.join("rootfs.sqsh"),
+        };
+        for path in [&image.kernel, &image.initramfs, &image.rootfs] {
+            if !path.is_file() {
+                bail!("image dir {}: missing {}", dir.display(), path.display());
+            }
+        }
+        Ok(image)
+    }
+}
+
+pub fn workspace() -> PathBuf {
+    imager::cargo_build::workspace_root(Path::new(env!("CARGO_MANIFEST_DIR")))
+        .expect("workspace root")
+}
+
+/// Scratch space shared by the e2e tests of one checkout.
+pub fn scratch() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"));
+    target.join("ros-e2e")
+}
+
+/// The image to boot: `$ROS_E2E_IMAGE`, or one built from this checkout (release binaries,
+/// static init, Debian's cloud kernel). Tests running in parallel build it once: the build
+/// holds a lock and is skipped when its inputs have not changed.
+pub fn image() -> Result<Image> {
+    if let Some(dir) = std::env::var_os(ENV_IMAGE) {
+        return Image::in_dir(Path::new(&dir)).with_context(|| format!("${ENV_IMAGE}"));
+    }
+    let scratch = scratch();
+    std::fs::create_dir_all(&scratch)?;
+    let lock = File::create(scratch.join(".image.lock"))?;
+    lock.lock().context("locking the e2e image build")?;
+
+    let workspace = workspace();
+    let log = |line: &str| eprintln!("e2e: {line}");
+    let ours = imager::cargo_build::build(&workspace, false, &log)?;
+    let kernel = imager::fetch::cached_or_fetch(&workspace.join("_out/kernel"), &log)?;
+    let config = ImageConfig::default();
+    let inputs = BuildInputs {
+        kernel,
+        init: ours.init,
+        machined: ours.machined,
+        cluster: None,
+        config,
+        embedded_config: None,
+        ca_bundle: imager::rootfs::CA_BUNDLE.into(),
+        epoch: imager::epoch::source_date_epoch()?,
+    };
+    let out = scratch.join("image");
+    let key = input_key(&inputs)?;
+    let stamp = out.join("inputs.sha256");
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(key.as_str())
+        && let Ok(image) = Image::in_dir(&out)
+    {
+        return Ok(image);
+    }
+    log(&format!("building the image in {}", out.display()));
+    let built = build_kernel_initramfs(&inputs, &out, &Progress::new())?;
+    std::fs::write(&stamp, &key)?;
+    eprint!("{}", built.report);
+    Image::in_dir(&out)
+}
+
+/// A digest of everything the image is made from (binaries by content).
+fn input_key(inputs: &BuildInputs) -> Result<String> {
+    let mut hasher = Sha256::new();
+    let mut files = vec![
+        inputs.init.clone(),
+        inputs.machined.clone(),
+        inputs.kernel.vmlinuz.clone(),
+    ];
+    for binary in &inputs.config.binaries {
+        if binary.path.is_file() {
+            files.push(binary.path.clone());
+        }
+    }
+    for path in files {
+        hasher.update(path.to_string_lossy().as_bytes());
+        let mut file = File::open(&path).with_context(|| format!("reading {}", path.display()))?;
+        let mut buf = vec![0; 1 << 20];
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+    }
+    hasher.update(
+        format!(
+            "{:?} {} {}",
+            inputs.config,
+            inputs.epoch,
+            env!("CARGO_PKG_VERSION")
+        )
+        .as_bytes(),
+    );
+    Ok(format!("{:x}", hasher.finalize()))
+}
+
+/// KVM when a probe boot works here, else TCG; probed once per checkout.
+pub fn accel(image: &Image) -> Accel {
+    accel::detect(&image.kernel, Some(&scratch().join("accel")))
+}
+
+/// How long a boot phase may take: generous under TCG on two cores, bounded either way.
+pub fn phase_timeout(accel: Accel) -> Duration {
+    match accel {
+        Accel::Kvm => Duration::from_secs(60),
+        Accel::Tcg => Duration::from_secs(180),
+    }
+}
+
+/// Boots one node with user networking; the machine API is forwarded from the returned port.
+pub fn boot(image: &Image, name: &str, state_dir: &Path) -> Result<(Vm, u16)> {
+    let accel = accel(image);
+    let port = free_port()?;
+    let spec = VmSpec::single(
+        name,
+        &image.kernel,
+        &image.initramfs,
+        accel,
+        port,
+        state_dir,
+    );
+    eprintln!(
+        "e2e: booting {name} under {} (console {})",
+        accel.as_str(),
+        spec.console_path().display()
+    );
+    Ok((Vm::start(spec)?, port))
+}
+
+/// A short state dir under /tmp (QMP socket paths are limited to 107 bytes).
+pub fn state_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("ros-e2e-{name}-"))
+        .tempdir_in("/tmp")
+        .expect("temp dir in /tmp")
+}

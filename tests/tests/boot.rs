@@ -1,0 +1,60 @@
+//! Boots the real image in QEMU and follows it from the kernel to machined and back down.
+
+use std::time::Duration;
+
+use e2e::{boot, image, phase_timeout, state_dir};
+
+/// init starts, loads the image's modules, mounts the squashfs root and switches to it,
+/// starts machined; Ctrl-Alt-Del then makes init shut down cleanly and reboot, which
+/// (with -no-reboot) ends QEMU by itself.
+#[test]
+fn boots_to_machined_and_shuts_down_on_ctrl_alt_del() {
+    let image = image().expect("building the e2e image");
+    let dir = state_dir("boot");
+    let (mut vm, _port) = boot(&image, "boot", dir.path()).expect("starting QEMU");
+    let timeout = phase_timeout(vm.spec().accel);
+
+    vm.wait_for_console("ros init starting", timeout).unwrap();
+    vm.wait_for_console_where("modules loaded", timeout, |text| {
+        text.lines().any(|l| {
+            l.contains("init: modules:")
+                && l.contains(" loaded,")
+                && !l.contains("modules: 0 loaded")
+        })
+    })
+    .unwrap();
+    let console = vm.console();
+    let summary = console
+        .lines()
+        .find(|l| l.contains("init: modules:") && l.contains(" loaded,"))
+        .unwrap();
+    assert!(
+        summary.contains(" 0 failed") && summary.contains(" 0 not found"),
+        "{summary}"
+    );
+
+    vm.wait_for_console("root: switched to the read-only squashfs root", timeout)
+        .unwrap();
+    vm.wait_for_console("machined: started /sbin/machined", timeout)
+        .unwrap();
+
+    // Give machined a moment to install its signal handling, then press Ctrl-Alt-Del.
+    std::thread::sleep(Duration::from_secs(2));
+    vm.qmp().unwrap().ctrl_alt_delete().unwrap();
+    vm.wait_for_console("shutdown: reboot requested", timeout)
+        .unwrap();
+    let status = vm.wait_exit(timeout).unwrap();
+    let console = vm.console();
+    assert!(status.success(), "QEMU exit status {status}");
+    assert!(
+        console.contains("shutdown: reboot now"),
+        "init did not finish its shutdown:\n{}",
+        vm.console_tail(60)
+    );
+    assert!(
+        console.contains("reboot: Restarting system"),
+        "the kernel did not reboot:\n{}",
+        vm.console_tail(60)
+    );
+    assert!(!console.contains("Kernel panic"), "{}", vm.console_tail(60));
+}
