@@ -83,15 +83,18 @@ pub(crate) fn decode_all<T: DeserializeOwned>(mut doc: Value) -> Decoded<T> {
         let message = err.inner().to_string();
 
         if let Some((field, rest)) = backticked(&message, "unknown field `") {
+            // The path usually already ends at the unknown key; make sure it does.
             let mut at = original.clone();
-            at.push(Seg::Key(field.clone()));
+            let mut cur = current.clone();
+            if current.last() != Some(&Seg::Key(field.clone())) {
+                at.push(Seg::Key(field.clone()));
+                cur.push(Seg::Key(field));
+            }
             let reason = match rest.strip_prefix(", ") {
                 Some(expected) if !expected.is_empty() => format!("unknown field, {expected}"),
                 _ => "unknown field".to_string(),
             };
             errors.push(FieldError::new(render(&at), reason));
-            let mut cur = current.clone();
-            cur.push(Seg::Key(field));
             if !remove(&mut doc, &cur) {
                 break;
             }

@@ -20,7 +20,7 @@ impl FieldPath {
 
     /// The child field or map entry `k`.
     pub fn key(&self, k: &str) -> Self {
-        let plain = !k.is_empty()
+        let plain = k.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_' || c == '$')
             && k.chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '$');
         if !plain {
@@ -84,7 +84,8 @@ impl fmt::Display for FieldError {
     }
 }
 
-/// Every problem found in a document, in document order.
+/// Every problem found in a document: decode problems (unknown fields, wrong types) first,
+/// then invalid values and cross-field problems.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ValidationErrors {
     pub errors: Vec<FieldError>,

@@ -46,8 +46,8 @@ pub enum GenError {
     Pki(#[from] PkiError),
     #[error("secrets bundle: {0}")]
     Secrets(String),
-    #[error("{file}: {source}")]
-    Patch { file: String, source: PatchError },
+    #[error("{file}: {error}")]
+    Patch { file: String, error: PatchError },
     #[error("{file}: generated config is invalid:\n{errors}")]
     Invalid {
         file: String,
@@ -182,9 +182,9 @@ fn finish(
     let cfg = if patches.is_empty() {
         base.clone()
     } else {
-        patch_config(base, &patches).map_err(|source| GenError::Patch {
+        patch_config(base, &patches).map_err(|error| GenError::Patch {
             file: file.to_string(),
-            source,
+            error,
         })?
     };
     cfg.validate().map_err(|errors| GenError::Invalid {

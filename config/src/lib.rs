@@ -57,6 +57,23 @@ pub fn check_yaml(yaml: &str) -> Result<Checked, ConfigError> {
 
 /// Decodes (collecting unknown fields and type errors) and validates a document tree.
 pub fn check_value(doc: serde_json::Value) -> Checked {
+    if !doc.is_object() {
+        let reason = if doc.is_null() {
+            "is empty; a machine config is a map with version, machine and cluster".to_string()
+        } else {
+            format!(
+                "is {}; a machine config is a map with version, machine and cluster",
+                kind_of(&doc)
+            )
+        };
+        return Checked {
+            config: None,
+            report: Report {
+                errors: vec![FieldError::new(FieldPath::root(), reason)],
+                warnings: Vec::new(),
+            },
+        };
+    }
     let decoded = document::decode_config(doc);
     let mut report = Report {
         errors: decoded.errors,

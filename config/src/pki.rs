@@ -27,7 +27,14 @@ pub enum PkiError {
     #[error("{0:?} is neither an IP address nor a valid DNS name for a certificate")]
     BadSan(String),
     #[error("certificate generation failed: {0}")]
-    Generate(#[from] rcgen::Error),
+    Generate(rcgen::Error),
+}
+
+// Not `#[from]`: that would also make it the `source`, and the message already includes it.
+impl From<rcgen::Error> for PkiError {
+    fn from(e: rcgen::Error) -> Self {
+        PkiError::Generate(e)
+    }
 }
 
 /// A certificate and its private key, as PEM text.

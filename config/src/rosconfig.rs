@@ -68,11 +68,8 @@ impl Context {
 /// Why a rosconfig could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum RosConfigError {
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("{path}: {error}")]
+    Io { path: String, error: std::io::Error },
     #[error("{path}: invalid YAML: {message}")]
     Syntax { path: String, message: String },
     #[error("{path}: invalid rosconfig:\n{errors}")]
@@ -133,9 +130,9 @@ impl RosConfig {
     }
 
     pub fn load(path: &Path) -> Result<Self, RosConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| RosConfigError::Io {
+        let text = std::fs::read_to_string(path).map_err(|error| RosConfigError::Io {
             path: path.display().to_string(),
-            source,
+            error,
         })?;
         Self::from_yaml(&text, &path.display().to_string())
     }
@@ -151,9 +148,9 @@ impl RosConfig {
 
     /// Writes atomically with mode 0600 (it holds a private key), creating the directory.
     pub fn save(&self, path: &Path) -> Result<(), RosConfigError> {
-        let io = |source| RosConfigError::Io {
+        let io = |error| RosConfigError::Io {
             path: path.display().to_string(),
-            source,
+            error,
         };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io)?;

@@ -48,11 +48,8 @@ pub struct SecretCerts {
 /// Why a secrets bundle could not be read or made.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretsError {
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("{path}: {error}")]
+    Io { path: String, error: std::io::Error },
     #[error("{path}: invalid YAML: {message}")]
     Syntax { path: String, message: String },
     #[error("{path}: invalid secrets bundle:\n{errors}")]
@@ -107,9 +104,9 @@ impl Secrets {
     }
 
     pub fn load(path: &Path) -> Result<Self, SecretsError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SecretsError::Io {
+        let text = std::fs::read_to_string(path).map_err(|error| SecretsError::Io {
             path: path.display().to_string(),
-            source,
+            error,
         })?;
         Self::from_yaml(&text, &path.display().to_string())
     }

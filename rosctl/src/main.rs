@@ -5,6 +5,7 @@
 mod config;
 mod generate;
 mod global;
+mod machine;
 mod validate;
 // Machine API commands (apply-config, bootstrap, get, services, logs, ...) go in a module
 // `machine/` (rosctl/src/machine/mod.rs): declare `mod machine;` here, add their variants to
@@ -34,7 +35,8 @@ enum Command {
     /// Manage the client config (rosconfig): contexts, endpoints, nodes.
     #[command(subcommand)]
     Config(config::ConfigCommand),
-    // Machine API commands: add their variants here.
+    #[command(flatten)]
+    Machine(machine::MachineCommand),
 }
 
 fn main() -> ExitCode {
@@ -53,5 +55,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Gen(cmd) => generate::run(cmd),
         Command::Validate(args) => validate::run(args),
         Command::Config(cmd) => config::run(cmd, &cli.global),
+        Command::Machine(cmd) => machine::run(cmd, &cli.global),
     }
 }

@@ -22,8 +22,8 @@ pub struct ClusterSection {
     /// Kubernetes CA; control planes hold its key, workers only its certificate.
     #[serde(default)]
     pub ca: PemPair,
-    /// State store of the control plane.
-    #[serde(default)]
+    /// State store of the control plane (workers ignore it).
+    #[serde(default, skip_serializing_if = "Store::is_default")]
     pub store: Store,
     #[serde(default, skip_serializing_if = "ApiServer::is_empty")]
     pub api_server: ApiServer,
@@ -99,6 +99,12 @@ pub struct Store {
     pub etcd: Option<EtcdStore>,
 }
 
+impl Store {
+    pub fn is_default(&self) -> bool {
+        *self == Store::default()
+    }
+}
+
 /// etcd settings.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -113,7 +119,7 @@ pub struct EtcdStore {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ApiServer {
     /// Extra names and addresses for the API server certificate.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(rename = "certSANs", default, skip_serializing_if = "Vec::is_empty")]
     pub cert_sans: Vec<String>,
 }
 

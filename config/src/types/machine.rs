@@ -39,7 +39,7 @@ pub struct MachineSection {
     #[serde(default)]
     pub ca: PemPair,
     /// Extra names and addresses for the machine API server certificate.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(rename = "certSANs", default, skip_serializing_if = "Vec::is_empty")]
     pub cert_sans: Vec<String>,
     /// Where and how the system is installed.
     #[serde(default, skip_serializing_if = "Option::is_none")]

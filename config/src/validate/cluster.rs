@@ -93,11 +93,11 @@ pub(crate) fn check(c: &mut Checker, p: &FieldPath, cfg: &MachineConfig) {
                 }
             }
         }
-        (None, StoreBackend::Etcd) => c.err(
+        (None, StoreBackend::Etcd) if control_plane => c.err(
             sp.key("etcd").key("ca"),
             "is required when store.backend is etcd",
         ),
-        (None, StoreBackend::Sqlite) => {}
+        (None, _) => {}
     }
 
     for (i, san) in cl.api_server.cert_sans.iter().enumerate() {

@@ -1,0 +1,92 @@
+//! Strict parsing: every unknown field and bad value is reported at once, with its path.
+
+fn errors(yaml: &str) -> Vec<String> {
+    match ros_config::parse(yaml) {
+        Ok(_) => vec![],
+        Err(e) => e.to_string().lines().map(str::to_string).collect(),
+    }
+}
+
+const HEAD: &str =
+    "version: v1alpha1\nmachine:\n  type: worker\n  token: abcdef.0123456789abcdef\n";
+const TAIL: &str = "cluster:\n  name: demo\n  token: abcdef.0123456789abcdef\n  controlPlane:\n    endpoint: https://10.5.0.2:6443\n";
+
+#[test]
+fn bad_list_elements_keep_their_original_indices() {
+    let yaml = format!(
+        "{HEAD}  network:\n    interfaces:\n    - eth0\n    - interface: eth1\n      foo: 1\n    - 7\n    - interface: eth3\n      addresses: [bad]\n      bar: 2\n{TAIL}"
+    );
+    let e = errors(&yaml);
+    assert_eq!(
+        e,
+        [
+            "machine.network.interfaces[0]: invalid type: string \"eth0\", expected struct Interface",
+            "machine.network.interfaces[1].foo: unknown field, expected one of `interface`, `deviceSelector`, `dhcp`, `addresses`, `routes`, `mtu`",
+            "machine.network.interfaces[2]: invalid type: integer `7`, expected struct Interface",
+            "machine.network.interfaces[3].bar: unknown field, expected one of `interface`, `deviceSelector`, `dhcp`, `addresses`, `routes`, `mtu`",
+        ]
+    );
+}
+
+#[test]
+fn decode_and_value_errors_come_together() {
+    let yaml = format!(
+        "{HEAD}  extra: true\n  network:\n    hostname: -bad-\n{TAIL}  network:\n    podSubnets: [10.0.0.0/8]\n    serviceSubnets: [10.96.0.0/12]\n"
+    );
+    let e = errors(&yaml);
+    assert_eq!(
+        e,
+        [
+            "machine.extra: unknown field, expected one of `type`, `token`, `ca`, `certSANs`, `install`, `network`, `time`, `sysctls`, `files`, `env`, `nodeLabels`, `nodeTaints`, `registries`, `logging`, `features`",
+            "machine.ca.crt: is empty",
+            "machine.network.hostname: \"-bad-\" is not a valid hostname",
+            "cluster.network.serviceSubnets[0]: 10.96.0.0/12 overlaps cluster.network.podSubnets[0] (10.0.0.0/8)",
+            "cluster.ca.crt: is empty",
+        ]
+    );
+}
+
+#[test]
+fn required_sections_and_empty_documents() {
+    assert_eq!(
+        errors(""),
+        ["<document>: is empty; a machine config is a map with version, machine and cluster"]
+    );
+    assert_eq!(errors("version: v1alpha1\n"), ["machine: is required"]);
+    assert_eq!(
+        errors("version: v1alpha1\nmachine: {}\ncluster: {}\n"),
+        ["machine.type: is required"]
+    );
+    assert_eq!(
+        errors("- a\n"),
+        ["<document>: is a list; a machine config is a map with version, machine and cluster"]
+    );
+}
+
+#[test]
+fn scalar_maps_take_numbers_and_octal_permissions() {
+    let yaml = format!(
+        "{HEAD}  sysctls:\n    net.ipv4.ip_forward: 1\n  files:\n  - path: /var/x\n    permissions: 0o600\n  nodeLabels:\n    ok: true\n{TAIL}"
+    );
+    let checked = ros_config::check_yaml(&yaml).unwrap();
+    let errs: Vec<String> = checked
+        .report
+        .errors
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    // Only the (absent) CA certificates are wrong here.
+    assert_eq!(
+        errs,
+        ["machine.ca.crt: is empty", "cluster.ca.crt: is empty"]
+    );
+}
+
+#[test]
+fn list_values_in_scalar_maps_are_named() {
+    let yaml = format!("{HEAD}  env:\n    A: [1]\n{TAIL}");
+    assert_eq!(
+        errors(&yaml)[0],
+        "machine.env: value of \"A\" must be a string, number or boolean, not a list"
+    );
+}
