@@ -7,6 +7,7 @@ mod error;
 mod types;
 mod watch_stream;
 
+pub mod etcd;
 pub mod sqlite;
 
 pub use error::StoreError;
