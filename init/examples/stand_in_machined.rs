@@ -1,14 +1,16 @@
 //! A stand-in for machined, for booting init alone in QEMU (never part of a real image).
-//! First run: exits with code 3, so init's restart shows. Second run: leaves an orphan for init
+//! First run: kills itself with SIGKILL, so init's restart shows. Second run: leaves an orphan for init
 //! to reap, reports what it sees (read-only root, writable /var, hostname, env), then asks init
 //! to power off over the control socket (unless the command line says `standin.stay`) and waits
-//! for SIGTERM.
+//! for SIGTERM. `standin.stubborn` adds a child that ignores SIGTERM (init must SIGKILL it).
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
+
+use nix::sys::signal::{SigHandler, Signal};
 
 const MARKER: &str = "/run/ros/stand-in-ran";
 
@@ -20,6 +22,15 @@ fn main() {
             std::thread::sleep(Duration::from_millis(300));
             return;
         }
+        Some("--stubborn") => {
+            // Ignores SIGTERM, so init's shutdown has to SIGKILL it.
+            // SAFETY: setting a signal to SIG_IGN installs no handler code.
+            unsafe { nix::sys::signal::signal(Signal::SIGTERM, SigHandler::SigIgn) }
+                .expect("ignore SIGTERM");
+            loop {
+                std::thread::sleep(Duration::from_secs(60));
+            }
+        }
         Some("--parent") => {
             leave_an_orphan();
             return;
@@ -30,8 +41,8 @@ fn main() {
     say(&format!("pid {} env {}", std::process::id(), env.join(" ")));
     if !Path::new(MARKER).exists() {
         std::fs::write(MARKER, b"1").expect("write the marker in /run");
-        say("first run: exiting with code 3");
-        std::process::exit(3);
+        say("first run: killing myself with SIGKILL");
+        nix::sys::signal::raise(Signal::SIGKILL).expect("raise SIGKILL");
     }
     let me = std::env::current_exe().expect("own path");
     let status = Command::new(me)
@@ -39,6 +50,10 @@ fn main() {
         .status()
         .expect("run --parent");
     say(&format!("left an orphan behind ({status})"));
+    if cmdline_has("standin.stubborn") {
+        let pid = start_stubborn_child();
+        say(&format!("started pid {pid} that ignores SIGTERM"));
+    }
 
     let root_ro = std::fs::write("/stand-in-probe", b"x").map_err(|e| e.raw_os_error());
     say(&format!("write to /: {root_ro:?} (30 = EROFS expected)"));
@@ -53,7 +68,7 @@ fn main() {
     let cmdline = std::fs::read_to_string("/run/ros/cmdline").unwrap_or_default();
     say(&format!("/run/ros/cmdline: {cmdline}"));
 
-    if cmdline.split_whitespace().any(|w| w == "standin.stay") {
+    if cmdline_has("standin.stay") {
         say("standin.stay: waiting for a signal");
         loop {
             std::thread::sleep(Duration::from_secs(60));
@@ -69,6 +84,22 @@ fn main() {
     loop {
         std::thread::sleep(Duration::from_secs(60));
     }
+}
+
+/// Left running on purpose: init's shutdown must deal with it.
+#[allow(clippy::zombie_processes)]
+fn start_stubborn_child() -> u32 {
+    let me = std::env::current_exe().expect("own path");
+    let child = Command::new(me)
+        .arg("--stubborn")
+        .spawn()
+        .expect("spawn --stubborn");
+    child.id()
+}
+
+fn cmdline_has(word: &str) -> bool {
+    let cmdline = std::fs::read_to_string("/run/ros/cmdline").unwrap_or_default();
+    cmdline.split_whitespace().any(|w| w == word)
 }
 
 /// Starts a child and exits without waiting for it, so the child is re-parented to init.

@@ -1,5 +1,9 @@
 //! ros init: the PID 1 of a ros image. See README.md for what it does, in what order, and why.
 
+// PID 1 survives its own bugs by catching panics; with panic=abort a bug would panic the kernel.
+#[cfg(not(panic = "unwind"))]
+compile_error!("init must be built with panic = \"unwind\" (it catches panics to stay alive)");
+
 mod backoff;
 mod boot;
 mod cmdline;
@@ -28,5 +32,11 @@ fn main() {
         }
     };
     console::install_panic_hook();
-    pid1::run(&mut sys)
+    let escaped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pid1::run(&mut sys)));
+    // run() never returns; a panic outside its own guards lands here. Booting again could
+    // mount twice, so from now on PID 1 only reaps.
+    if escaped.is_err() {
+        console::error!("PID 1 left its main loop; only reaping from now on");
+    }
+    pid1::last_resort(&mut sys)
 }

@@ -39,6 +39,16 @@ pub fn run(sys: &mut impl System) -> ! {
     }
 }
 
+/// When everything else failed: reap forever, and nothing else.
+pub fn last_resort(sys: &mut impl System) -> ! {
+    loop {
+        let _ = catch_unwind(AssertUnwindSafe(|| {
+            sys.wait_events(Some(Duration::from_secs(5)));
+            reaper::reap(sys);
+        }));
+    }
+}
+
 pub fn machined_supervisor(booted: &Booted, now: Duration) -> Supervisor {
     let mut env = vec![
         (

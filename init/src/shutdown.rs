@@ -12,7 +12,7 @@ use crate::mountinfo::{self, MountEntry};
 use crate::power::PowerAction;
 use crate::reaper;
 use crate::supervisor::Supervisor;
-use crate::system::{MountCall, Pid, System, errno};
+use crate::system::{Event, MountCall, Pid, System, errno};
 
 #[derive(Debug, Clone)]
 pub struct Policy {
@@ -121,7 +121,9 @@ fn wait(sys: &mut impl System, deadline: Duration, pid: Option<Pid>) -> Waited {
             return Waited::TimedOut;
         }
         for event in sys.wait_events(Some(deadline - now)) {
-            debug!("shutdown: ignoring {event:?} while shutting down");
+            if event != Event::Signal(Signal::SIGCHLD) {
+                debug!("shutdown: ignoring {event:?} while shutting down");
+            }
         }
     }
 }
