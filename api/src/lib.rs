@@ -7,6 +7,8 @@ pub mod machine {
     tonic::include_proto!("ros.machine.v1");
 }
 
+pub mod client;
+
 /// The port machined serves the machine API on.
 pub const MACHINE_API_PORT: u16 = 50000;
 

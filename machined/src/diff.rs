@@ -26,9 +26,17 @@ fn join(prefix: &str, key: &str) -> String {
     }
 }
 
+/// Compact JSON, long values shortened (certificates would drown the diff).
 fn show(v: &Value) -> String {
-    serde_json::to_string(v).unwrap_or_default()
+    let text = serde_json::to_string(v).unwrap_or_default();
+    if text.chars().count() <= MAX_VALUE {
+        return text;
+    }
+    let head: String = text.chars().take(MAX_VALUE).collect();
+    format!("{head}… ({} bytes)", text.len())
 }
+
+const MAX_VALUE: usize = 96;
 
 fn walk(path: &str, old: &Value, new: &Value, out: &mut Vec<String>) {
     match (old, new) {
@@ -40,19 +48,18 @@ fn walk(path: &str, old: &Value, new: &Value, out: &mut Vec<String>) {
                 }
             }
             for (k, vb) in b {
-                if !a.contains_key(k) {
-                    out.push(format!("+ {}: {}", join(path, k), show(vb)));
+                if a.contains_key(k) {
+                    continue;
+                }
+                match vb {
+                    Value::Object(_) => walk(&join(path, k), &Value::Null, vb, out),
+                    _ => out.push(format!("+ {}: {}", join(path, k), show(vb))),
                 }
             }
         }
         (Value::Null, Value::Null) => {}
-        (Value::Null, _) if path.is_empty() => {
-            if let Value::Object(b) = new {
-                for (k, vb) in b {
-                    out.push(format!("+ {}: {}", k, show(vb)));
-                }
-            }
-        }
+        // No previous config: list every leaf as added.
+        (Value::Null, Value::Object(_)) => walk(path, &Value::Object(Default::default()), new, out),
         (a, b) if a != b => out.push(format!("~ {path}: {} -> {}", show(a), show(b))),
         _ => {}
     }
@@ -79,6 +86,21 @@ mod tests {
                 "machine.sysctls"
             ]
         );
+    }
+
+    #[test]
+    fn first_config_lists_leaves_and_shortens_long_values() {
+        let new = json!({"machine": {"type": "worker", "ca": {"crt": "x".repeat(500)}}});
+        let lines = diff(&Value::Null, &new);
+        assert!(
+            lines.contains(&"+ machine.type: \"worker\"".to_string()),
+            "{lines:?}"
+        );
+        let crt = lines
+            .iter()
+            .find(|l| l.starts_with("+ machine.ca.crt"))
+            .unwrap();
+        assert!(crt.ends_with("(502 bytes)"), "{crt}");
     }
 
     #[test]

@@ -195,9 +195,9 @@ impl Machine {
         let mut status_error = None;
         match &running {
             Some(r) => {
-                let mut spec = r.json.clone();
-                crate::redact::redact(&mut spec);
-                self.resources.put("MachineConfig", "v1alpha1", spec);
+                // Stored whole; the API redacts it for callers who may not see secrets.
+                self.resources
+                    .put("MachineConfig", "v1alpha1", r.json.clone());
                 let mut sans = base_sans(
                     &r.hostname().unwrap_or_else(|| self.system.hostname()),
                     self.listen,
