@@ -17,6 +17,7 @@ pub mod objects;
 mod openapi;
 mod patch;
 pub mod pki;
+mod protobuf;
 pub mod registry;
 mod request;
 pub mod selectors;

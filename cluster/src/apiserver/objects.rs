@@ -53,6 +53,9 @@ pub fn parse_body(content_type: &str, body: &[u8]) -> ApiResult<Value> {
     let v: Value = if ct.ends_with("yaml") {
         serde_yaml_ng::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?
+    } else if ct == "application/vnd.kubernetes.protobuf" {
+        super::protobuf::decode_object(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding protobuf: {e}")))?
     } else if ct.is_empty() || ct.ends_with("json") {
         serde_json::from_slice(body).map_err(|e| {
             ApiError::bad_request(format!("error decoding request body as JSON: {e}"))
