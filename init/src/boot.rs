@@ -165,7 +165,7 @@ mod tests {
             "/lib/modules/6.1.0-test/modules.dep",
             "kernel/fs/squashfs/squashfs.ko:\n",
         );
-        sys.add_file(switch_root::ROOT_IMAGE, "x");
+        sys.add_file(switch_root::ROOT_IMAGE, "hsqs");
         for dir in [
             "dev",
             "proc",

@@ -56,7 +56,7 @@ pub enum OnTerm {
 pub struct FakeSystem {
     now: Duration,
     ops: Vec<Op>,
-    files: BTreeMap<PathBuf, String>,
+    files: BTreeMap<PathBuf, Vec<u8>>,
     dirs: BTreeSet<PathBuf>,
     mount_failures: HashMap<PathBuf, i32>,
     mount_data_failures: HashMap<PathBuf, i32>,
@@ -110,8 +110,12 @@ impl FakeSystem {
     }
 
     pub fn add_file(&mut self, path: impl AsRef<Path>, contents: &str) {
+        self.add_bytes(path, contents.as_bytes());
+    }
+
+    pub fn add_bytes(&mut self, path: impl AsRef<Path>, contents: &[u8]) {
         self.files
-            .insert(path.as_ref().to_path_buf(), contents.to_string());
+            .insert(path.as_ref().to_path_buf(), contents.to_vec());
     }
 
     pub fn add_dir(&mut self, path: impl AsRef<Path>) {
@@ -119,7 +123,9 @@ impl FakeSystem {
     }
 
     pub fn file(&self, path: impl AsRef<Path>) -> Option<&str> {
-        self.files.get(path.as_ref()).map(String::as_str)
+        self.files
+            .get(path.as_ref())
+            .and_then(|b| std::str::from_utf8(b).ok())
     }
 
     pub fn fail_mount(&mut self, target: impl AsRef<Path>, errno: i32) {
@@ -224,10 +230,13 @@ impl System for FakeSystem {
     }
 
     fn read_to_string(&self, path: &Path) -> io::Result<String> {
-        self.files
-            .get(path)
-            .cloned()
-            .ok_or_else(|| os_error(libc::ENOENT))
+        let bytes = self.files.get(path).ok_or_else(|| os_error(libc::ENOENT))?;
+        String::from_utf8(bytes.clone()).map_err(|_| os_error(libc::EILSEQ))
+    }
+
+    fn read_prefix(&self, path: &Path, len: usize) -> io::Result<Vec<u8>> {
+        let bytes = self.files.get(path).ok_or_else(|| os_error(libc::ENOENT))?;
+        Ok(bytes[..len.min(bytes.len())].to_vec())
     }
 
     fn create_dir_all(&mut self, path: &Path, _mode: u32) -> io::Result<()> {
@@ -238,13 +247,17 @@ impl System for FakeSystem {
 
     fn write_file_atomic(&mut self, path: &Path, contents: &[u8], _mode: u32) -> io::Result<()> {
         let text = String::from_utf8_lossy(contents).into_owned();
-        self.record(Op::WriteFile(path.to_path_buf(), text.clone()));
-        self.files.insert(path.to_path_buf(), text);
+        self.record(Op::WriteFile(path.to_path_buf(), text));
+        self.files.insert(path.to_path_buf(), contents.to_vec());
         Ok(())
     }
 
     fn copy_file(&mut self, from: &Path, to: &Path, _mode: u32) -> io::Result<()> {
-        let contents = self.read_to_string(from)?;
+        let contents = self
+            .files
+            .get(from)
+            .cloned()
+            .ok_or_else(|| os_error(libc::ENOENT))?;
         self.record(Op::Copy(from.to_path_buf(), to.to_path_buf()));
         self.files.insert(to.to_path_buf(), contents);
         Ok(())

@@ -35,3 +35,22 @@ impl fmt::Display for PowerAction {
         f.write_str(self.word())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_round_trip() {
+        for action in [
+            PowerAction::Poweroff,
+            PowerAction::Reboot,
+            PowerAction::Halt,
+        ] {
+            assert_eq!(PowerAction::from_word(action.word()), Some(action));
+            assert_eq!(action.to_string(), action.word());
+        }
+        assert_eq!(PowerAction::from_word("shutdown"), None);
+        assert_eq!(PowerAction::from_word("Reboot"), None);
+    }
+}

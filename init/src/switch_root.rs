@@ -11,7 +11,19 @@ use crate::system::{MountCall, System};
 
 pub const ROOT_IMAGE: &str = "/rootfs.sqsh";
 pub const NEW_ROOT: &str = "/newroot";
-pub const ROOT_FSTYPE: &str = "squashfs";
+/// squashfs magic at offset 0 ("hsqs"), erofs magic (0xE0F5E1E2, little endian) at 1024.
+const SQUASHFS_MAGIC: &[u8] = b"hsqs";
+const EROFS_MAGIC: [u8; 4] = 0xE0F5_E1E2u32.to_le_bytes();
+const EROFS_MAGIC_OFFSET: usize = 1024;
+
+/// The filesystem type of a root image, from its magic number.
+pub fn image_fstype(head: &[u8]) -> Option<&'static str> {
+    if head.starts_with(SQUASHFS_MAGIC) {
+        return Some("squashfs");
+    }
+    let erofs = head.get(EROFS_MAGIC_OFFSET..EROFS_MAGIC_OFFSET + EROFS_MAGIC.len());
+    (erofs == Some(&EROFS_MAGIC[..])).then_some("erofs")
+}
 /// Where the initramfs's machined is copied when the root image has none.
 pub const MACHINED_FALLBACK: &str = "/run/ros/machined";
 
@@ -27,17 +39,27 @@ pub fn mount_and_switch(sys: &mut impl System) -> RootOutcome {
     if !sys.exists(image) {
         return stay(format!("no root image at {ROOT_IMAGE}"));
     }
+    let fstype = match sys.read_prefix(image, EROFS_MAGIC_OFFSET + EROFS_MAGIC.len()) {
+        Ok(head) => match image_fstype(&head) {
+            Some(fstype) => fstype,
+            None => return stay(format!("{ROOT_IMAGE} is neither squashfs nor erofs")),
+        },
+        Err(e) => return stay(format!("cannot read {ROOT_IMAGE}: {e}")),
+    };
     let device = match sys.attach_loop_ro(image) {
         Ok(device) => device,
         Err(e) => return stay(format!("cannot attach {ROOT_IMAGE} to a loop device: {e}")),
     };
-    info!("root: {ROOT_IMAGE} on {} (read-only)", device.display());
+    info!(
+        "root: {ROOT_IMAGE} ({fstype}) on {} (read-only)",
+        device.display()
+    );
     if let Err(e) = sys.create_dir_all(new_root, 0o755) {
         return stay(format!("cannot create {NEW_ROOT}: {e}"));
     }
-    if let Err(e) = sys.mount(&mounts::root_mount(&device, new_root, ROOT_FSTYPE)) {
+    if let Err(e) = sys.mount(&mounts::root_mount(&device, new_root, fstype)) {
         return stay(format!(
-            "cannot mount {} as {ROOT_FSTYPE}: {e}",
+            "cannot mount {} as {fstype}: {e}",
             device.display()
         ));
     }
@@ -97,7 +119,7 @@ pub fn mount_and_switch(sys: &mut impl System) -> RootOutcome {
     if let Err(e) = sys.chdir(Path::new("/")) {
         warning!("root: chdir / failed: {e}");
     }
-    info!("root: switched to the read-only {ROOT_FSTYPE} root");
+    info!("root: switched to the read-only {fstype} root");
     RootOutcome::Switched { device }
 }
 
@@ -156,7 +178,7 @@ mod tests {
 
     fn image_system() -> FakeSystem {
         let mut sys = FakeSystem::new();
-        sys.add_file(ROOT_IMAGE, "squashfs bytes");
+        sys.add_file(ROOT_IMAGE, "hsqs and the rest");
         for dir in [
             "dev",
             "proc",
@@ -234,6 +256,41 @@ mod tests {
     }
 
     #[test]
+    fn the_image_format_comes_from_its_magic() {
+        assert_eq!(image_fstype(b"hsqs\x10\x00"), Some("squashfs"));
+        let mut erofs = vec![0u8; 2048];
+        erofs[1024..1028].copy_from_slice(&[0xE2, 0xE1, 0xF5, 0xE0]);
+        assert_eq!(image_fstype(&erofs), Some("erofs"));
+        assert_eq!(image_fstype(&erofs[..1027]), None);
+        assert_eq!(image_fstype(b""), None);
+        assert_eq!(image_fstype(&[0u8; 4096]), None);
+    }
+
+    #[test]
+    fn an_erofs_image_is_mounted_as_erofs() {
+        let mut sys = image_system();
+        let mut erofs = vec![0u8; 4096];
+        erofs[1024..1028].copy_from_slice(&[0xE2, 0xE1, 0xF5, 0xE0]);
+        sys.add_bytes(ROOT_IMAGE, &erofs);
+        assert!(matches!(
+            mount_and_switch(&mut sys),
+            RootOutcome::Switched { .. }
+        ));
+        assert_eq!(mount_ops(&sys)[1], "mount erofs /newroot");
+    }
+
+    #[test]
+    fn an_unknown_image_format_is_not_attached() {
+        let mut sys = image_system();
+        sys.add_file(ROOT_IMAGE, "not a filesystem");
+        let outcome = mount_and_switch(&mut sys);
+        assert!(
+            matches!(outcome, RootOutcome::StayedInInitramfs { reason } if reason.contains("neither squashfs nor erofs"))
+        );
+        assert!(sys.ops().is_empty());
+    }
+
+    #[test]
     fn no_image_means_staying_in_the_initramfs() {
         let mut sys = FakeSystem::new();
         let outcome = mount_and_switch(&mut sys);
@@ -283,7 +340,7 @@ mod tests {
     #[test]
     fn an_image_without_mount_points_is_not_used() {
         let mut sys = FakeSystem::new();
-        sys.add_file(ROOT_IMAGE, "x");
+        sys.add_file(ROOT_IMAGE, "hsqs");
         sys.add_dir("/newroot/dev");
         let outcome = mount_and_switch(&mut sys);
         let RootOutcome::StayedInInitramfs { reason } = outcome else {
@@ -303,7 +360,7 @@ mod tests {
     #[test]
     fn the_initramfs_machined_is_copied_when_the_image_has_none() {
         let mut sys = FakeSystem::new();
-        sys.add_file(ROOT_IMAGE, "x");
+        sys.add_file(ROOT_IMAGE, "hsqs");
         for dir in [
             "dev",
             "proc",

@@ -97,6 +97,8 @@ pub trait System {
     // Files.
     fn exists(&self, path: &Path) -> bool;
     fn read_to_string(&self, path: &Path) -> io::Result<String>;
+    /// Up to `len` bytes from the start of the file.
+    fn read_prefix(&self, path: &Path, len: usize) -> io::Result<Vec<u8>>;
     fn create_dir_all(&mut self, path: &Path, mode: u32) -> io::Result<()>;
     /// Write a temporary file beside `path`, fsync, rename over `path`.
     fn write_file_atomic(&mut self, path: &Path, contents: &[u8], mode: u32) -> io::Result<()>;
@@ -152,4 +154,33 @@ pub trait System {
 /// The errno of an io::Error, or 0.
 pub fn errno(err: &io::Error) -> i32 {
     err.raw_os_error().unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_statuses_read_well_in_logs() {
+        assert_eq!(ExitStatus::Code(3).to_string(), "exited with code 3");
+        assert_eq!(
+            ExitStatus::Signal(Signal::SIGKILL).to_string(),
+            "killed by signal SIGKILL"
+        );
+    }
+
+    #[test]
+    fn helper_calls() {
+        let moving = MountCall::moving(Path::new("/dev"), Path::new("/newroot/dev"));
+        assert_eq!(moving.flags, MsFlags::MS_MOVE);
+        assert_eq!(moving.source.as_deref(), Some("/dev"));
+        let ro = MountCall::remount_ro(Path::new("/var"));
+        assert_eq!(ro.flags, MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY);
+        assert_eq!(ro.source, None);
+        assert_eq!(
+            errno(&io::Error::from_raw_os_error(libc::EBUSY)),
+            libc::EBUSY
+        );
+        assert_eq!(errno(&io::Error::other("x")), 0);
+    }
 }

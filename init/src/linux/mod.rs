@@ -7,7 +7,7 @@ mod netdev;
 
 use std::ffi::CStr;
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -105,6 +105,14 @@ impl System for LinuxSystem {
 
     fn read_to_string(&self, path: &Path) -> io::Result<String> {
         fs::read_to_string(path)
+    }
+
+    fn read_prefix(&self, path: &Path, len: usize) -> io::Result<Vec<u8>> {
+        let mut prefix = Vec::with_capacity(len);
+        File::open(path)?
+            .take(len as u64)
+            .read_to_end(&mut prefix)?;
+        Ok(prefix)
     }
 
     fn create_dir_all(&mut self, path: &Path, mode: u32) -> io::Result<()> {
