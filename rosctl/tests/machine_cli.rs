@@ -1,0 +1,254 @@
+//! Drives a dev-mode machined with the real `rosctl` binary: maintenance mode, apply-config,
+//! mutual TLS from the generated rosconfig, per-node results, tables and errors.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+
+/// The machined binary next to rosctl, built once per test process (nextest runs each test in
+/// its own process; the builds after the first are no-ops).
+fn machined_bin() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let status = Command::new(env!("CARGO"))
+                .args(["build", "-q", "-p", "machined", "--bin", "machined"])
+                .status()
+                .expect("running cargo build -p machined");
+            assert!(status.success(), "cargo build -p machined failed");
+            let bin = Path::new(env!("CARGO_BIN_EXE_rosctl")).with_file_name("machined");
+            assert!(
+                bin.exists(),
+                "machined binary not found at {}",
+                bin.display()
+            );
+            bin
+        })
+        .clone()
+}
+
+/// A dev-mode machined on a random port; killed by PID on drop.
+struct Node {
+    child: Child,
+    addr: String,
+}
+
+impl Node {
+    fn start(state: &Path) -> Node {
+        let mut child = Command::new(machined_bin())
+            .arg("--state-dir")
+            .arg(state)
+            .args(["--listen", "127.0.0.1:0", "--node-name", "cli-node"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn machined");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("machined: listening on ")
+            .expect("machined address line")
+            .to_string();
+        Node { child, addr }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Cli {
+    dir: tempfile::TempDir,
+}
+
+impl Cli {
+    fn new() -> Cli {
+        let cli = Cli {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        let out = cli.run(&["gen", "config", "demo", "https://127.0.0.1:6443", "-o", "."]);
+        assert!(
+            out.status.success(),
+            "gen config: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        cli
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_rosctl"))
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("HOME", self.dir.path())
+            .env("ROSCONFIG", self.path("rosconfig"))
+            .output()
+            .expect("running rosctl")
+    }
+
+    /// Runs and requires success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "rosctl {args:?} failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+#[test]
+fn maintenance_apply_then_mutual_tls_commands() {
+    let cli = Cli::new();
+    let node = Node::start(&cli.path("node"));
+    let n = node.addr.as_str();
+
+    let v = cli.ok(&["-n", n, "version", "--insecure"]);
+    assert!(v.contains("cli-node") && v.contains("maintenance"), "{v}");
+
+    // With the rosconfig's client certificate a maintenance node is not trusted (self-signed).
+    let refused = cli.run(&["-n", n, "services"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains(&format!("node {n}:")));
+
+    let applied = cli.ok(&[
+        "apply-config",
+        "--insecure",
+        "-n",
+        n,
+        "--file",
+        "controlplane.yaml",
+    ]);
+    assert!(
+        applied.contains("stored on STATE and applied without a reboot"),
+        "{applied}"
+    );
+    assert!(cli.path("node/state/config.yaml").exists());
+
+    let v = cli.ok(&["-n", n, "version"]);
+    assert!(v.contains("configured"), "{v}");
+    let services = cli.ok(&["-n", n, "services"]);
+    assert!(
+        services.contains("NODE") && services.contains("SERVICE"),
+        "{services}"
+    );
+    for cmd in [
+        "memory",
+        "mounts",
+        "processes",
+        "disks",
+        "netdev",
+        "time",
+        "hostname",
+        "loadavg",
+    ] {
+        let out = cli.ok(&["-n", n, cmd]);
+        assert!(
+            out.starts_with(" NODE") || out.starts_with("NODE"),
+            "{cmd}: {out}"
+        );
+    }
+    let logs = cli.ok(&["-n", n, "logs", "machined", "--tail", "50"]);
+    assert!(logs.contains("config applied"), "{logs}");
+
+    // get: table, json and yaml.
+    let table = cli.ok(&["-n", n, "get", "machinestatus"]);
+    assert!(
+        table.contains("MachineStatus") && table.contains("configured"),
+        "{table}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&cli.ok(&["-n", n, "get", "ms", "machine", "-o", "json"])).unwrap();
+    assert_eq!(json["spec"]["mode"], "configured");
+    assert_eq!(json["type"], "MachineStatus");
+    let yaml = cli.ok(&["-n", n, "get", "mc", "-o", "yaml"]);
+    assert!(
+        yaml.contains("type: MachineConfig") || yaml.contains("type: controlplane"),
+        "{yaml}"
+    );
+
+    // A dry run prints the diff and changes nothing.
+    let before = std::fs::read_to_string(cli.path("node/state/config.yaml")).unwrap();
+    let mut doc: serde_json::Value = serde_yaml_ng::from_str(&before).unwrap();
+    doc["machine"]["network"] = serde_json::json!({"hostname": "renamed"});
+    std::fs::write(
+        cli.path("renamed.yaml"),
+        serde_yaml_ng::to_string(&doc).unwrap(),
+    )
+    .unwrap();
+    let dry = cli.ok(&[
+        "-n",
+        n,
+        "apply-config",
+        "--file",
+        "renamed.yaml",
+        "--dry-run",
+    ]);
+    assert!(
+        dry.contains("+ machine.network.hostname: \"renamed\""),
+        "{dry}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(cli.path("node/state/config.yaml")).unwrap(),
+        before
+    );
+}
+
+#[test]
+fn rejected_config_lists_errors_and_one_failing_node_does_not_hide_others() {
+    let cli = Cli::new();
+    let node = Node::start(&cli.path("node"));
+    let n = node.addr.as_str();
+    cli.ok(&[
+        "apply-config",
+        "--insecure",
+        "-n",
+        n,
+        "--file",
+        "controlplane.yaml",
+    ]);
+
+    std::fs::write(
+        cli.path("bad.yaml"),
+        "version: v1alpha1\nmachine:\n  type: bogus\n  extra: 1\ncluster: {}\n",
+    )
+    .unwrap();
+    let bad = cli.run(&["-n", n, "apply-config", "--file", "bad.yaml"]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("config rejected, nothing changed"), "{err}");
+    assert!(
+        err.contains("machine.type") && err.contains("machine.extra"),
+        "{err}"
+    );
+
+    // Port 1 on loopback refuses connections: that node fails, the real one still answers.
+    let both = format!("{n},127.0.0.1:1");
+    let out = cli.run(&["-n", &both, "version"]);
+    assert!(
+        !out.status.success(),
+        "a failed node makes the exit status non-zero"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stdout.contains("configured"),
+        "the working node's answer is shown: {stdout}"
+    );
+    assert!(
+        stderr.contains("node 127.0.0.1:1:"),
+        "the failing node is named: {stderr}"
+    );
+}
