@@ -83,12 +83,13 @@ pub fn check_value(doc: serde_json::Value) -> Checked {
         // After list elements were dropped, indices no longer match what the user wrote.
         if !decoded.dropped_elements {
             let checks = cfg.check();
-            // A value removed for a decode error must not be reported again as missing.
+            // A value removed for a decode error must not be reported again (as missing, or as
+            // its parent lacking it); an unknown field's removal changes nothing else.
             let fresh = |e: &FieldError| {
-                !report
-                    .errors
-                    .iter()
-                    .any(|d| e.path.is_within(&d.path) || d.path.is_within(&e.path))
+                !report.errors.iter().any(|d| {
+                    e.path.is_within(&d.path)
+                        || (!d.reason.starts_with("unknown field") && d.path.is_within(&e.path))
+                })
             };
             let extra: Vec<FieldError> = checks.errors.into_iter().filter(fresh).collect();
             report.errors.extend(extra);

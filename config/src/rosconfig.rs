@@ -5,6 +5,7 @@ use crate::error::{FieldPath, ValidationErrors};
 use crate::types::{PemKind, decode_pem, encode_pem};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 /// Environment variable naming the rosconfig file.
@@ -152,8 +153,15 @@ impl RosConfig {
             path: path.display().to_string(),
             error,
         };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(io)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.exists()
+        {
+            // Like ~/.ssh: only the owner may list it.
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(io)?;
         }
         crate::atomic_write_private(path, self.to_yaml().as_bytes()).map_err(io)
     }
