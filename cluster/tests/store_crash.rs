@@ -70,10 +70,10 @@ fn run_child_and_kill(db: &std::path::Path, round: usize) -> BTreeMap<String, i6
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start the writer child");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut acked = BTreeMap::new();
     let mut killed = false;
-    while let Some(line) = lines.next() {
+    for line in lines {
         let line = line.expect("read child output");
         if let Some(rest) = line.strip_prefix("ACK ") {
             let (rev, key) = rest.split_once(' ').expect("ACK <revision> <key>");

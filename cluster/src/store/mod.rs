@@ -8,6 +8,7 @@ mod types;
 mod watch_stream;
 
 pub mod etcd;
+pub mod etcd_process;
 pub mod sqlite;
 
 pub use error::StoreError;

@@ -20,9 +20,6 @@ use super::{KeyValue, RangeResult, Revision, Store, StoreError, WatchStream};
 
 /// Requests queued for the writer before senders wait.
 const WRITE_QUEUE: usize = 8192;
-/// Committed transactions buffered for watchers; a watcher further behind catches up from
-/// the log instead.
-const WATCH_BROADCAST: usize = 1024;
 
 /// Tuning of the background work. The defaults suit a control plane.
 #[derive(Debug, Clone)]
@@ -35,6 +32,9 @@ pub struct SqliteOptions {
     pub max_history: i64,
     /// How often expired leases are looked for.
     pub lease_check_interval: Duration,
+    /// Committed transactions buffered for live watchers; a watcher further behind catches up
+    /// from the log instead.
+    pub watch_buffer: usize,
 }
 
 impl Default for SqliteOptions {
@@ -44,6 +44,7 @@ impl Default for SqliteOptions {
             retention: Duration::from_secs(5 * 60),
             max_history: 100_000,
             lease_check_interval: Duration::from_millis(500),
+            watch_buffer: 1024,
         }
     }
 }
@@ -78,7 +79,7 @@ impl SqliteStore {
             .await
             .map_err(|e| StoreError::other("open", e))??;
         let (writer, requests) = mpsc::channel(WRITE_QUEUE);
-        let (events, _) = broadcast::channel(WATCH_BROADCAST);
+        let (events, _) = broadcast::channel(options.watch_buffer.max(1));
         let thread_events = events.clone();
         std::thread::Builder::new()
             .name("store-writer".into())

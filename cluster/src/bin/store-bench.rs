@@ -1,0 +1,285 @@
+//! Store benchmark: the SQLite backend and a real etcd side by side in one run, with ratios.
+//! `cargo run --release -p cluster --bin store-bench [-- --quick]`. Needs `etcd` on PATH
+//! (Debian `etcd-server`) or in `$ETCD_BIN`. Prints figures; asserts nothing about time.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cluster::store::etcd::EtcdStore;
+use cluster::store::etcd_process::EtcdProcess;
+use cluster::store::sqlite::SqliteStore;
+use cluster::store::{Revision, Store};
+
+struct Scale {
+    /// (writers, total writes) for the write benchmark.
+    writes: Vec<(usize, usize)>,
+    range_keys: usize,
+    watchers: usize,
+    watch_writes: usize,
+}
+
+/// One row of the report: a name, the SQLite and etcd figures, and whether higher is better.
+struct Row {
+    name: String,
+    sqlite: f64,
+    etcd: f64,
+    unit: &'static str,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Concurrent creates of unique keys: (writes per second, p50, p99).
+async fn bench_writes(
+    store: &Arc<dyn Store>,
+    writers: usize,
+    total: usize,
+) -> (f64, Duration, Duration) {
+    let per_writer = total / writers;
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..writers)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(per_writer);
+                for i in 0..per_writer {
+                    let key = format!("/bench/write/{writers}/{w}/{i}");
+                    let t = Instant::now();
+                    store
+                        .create(&key, vec![b'v'; 512], None)
+                        .await
+                        .expect("create");
+                    lat.push(t.elapsed());
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut lat = Vec::with_capacity(total);
+    for t in tasks {
+        lat.extend(t.await.expect("writer task"));
+    }
+    let elapsed = start.elapsed();
+    lat.sort();
+    (
+        lat.len() as f64 / elapsed.as_secs_f64(),
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+    )
+}
+
+/// Fills `keys` keys, then times a full range and a paged (500 per page) range:
+/// (median full range, median paged range).
+async fn bench_range(store: &Arc<dyn Store>, keys: usize) -> (Duration, Duration) {
+    let writers = 64;
+    let tasks: Vec<_> = (0..writers)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in (w..keys).step_by(writers) {
+                    let key = format!("/bench/range/{i:06}");
+                    store
+                        .create(&key, vec![b'p'; 2048], None)
+                        .await
+                        .expect("fill");
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("fill task");
+    }
+    let mut full = Vec::new();
+    let mut paged = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let all = store
+            .range("/bench/range/", None, 0, None)
+            .await
+            .expect("range");
+        full.push(t.elapsed());
+        assert_eq!(all.kvs.len(), keys, "range returned every key");
+
+        let t = Instant::now();
+        let (mut seen, mut after, mut at): (usize, Option<String>, Option<Revision>) =
+            (0, None, None);
+        loop {
+            let page = store
+                .range("/bench/range/", after.as_deref(), 500, at)
+                .await
+                .expect("paged range");
+            seen += page.kvs.len();
+            at = Some(page.revision);
+            after = page.kvs.last().map(|kv| kv.key.clone());
+            if !page.more {
+                break;
+            }
+        }
+        paged.push(t.elapsed());
+        assert_eq!(seen, keys, "pages covered every key");
+    }
+    full.sort();
+    paged.sort();
+    (full[2], paged[2])
+}
+
+/// `watchers` watches on one prefix, `writes` paced writes carrying their send time:
+/// (p50, p99) of the delay from the write call to delivery, over every watcher and write.
+async fn bench_watch(
+    store: &Arc<dyn Store>,
+    watchers: usize,
+    writes: usize,
+) -> (Duration, Duration) {
+    let base = Instant::now();
+    let from = store.current_revision().await.expect("revision");
+    let mut tasks = Vec::with_capacity(watchers);
+    for _ in 0..watchers {
+        let mut w = store.watch("/bench/watch/", from).await.expect("watch");
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(writes);
+            while lat.len() < writes {
+                let e = w.next().await.expect("watch open").expect("watch event");
+                let sent = u64::from_le_bytes(e.kv.value[..8].try_into().unwrap());
+                lat.push(base.elapsed().saturating_sub(Duration::from_nanos(sent)));
+            }
+            lat
+        }));
+    }
+    for i in 0..writes {
+        let sent = base.elapsed().as_nanos() as u64;
+        store
+            .create(
+                &format!("/bench/watch/{i}"),
+                sent.to_le_bytes().to_vec(),
+                None,
+            )
+            .await
+            .expect("watched write");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let mut lat = Vec::with_capacity(watchers * writes);
+    for t in tasks {
+        lat.extend(t.await.expect("watcher task"));
+    }
+    lat.sort();
+    (percentile(&lat, 0.5), percentile(&lat, 0.99))
+}
+
+async fn run_all(
+    store: &Arc<dyn Store>,
+    scale: &Scale,
+    label: &str,
+) -> Vec<(String, f64, &'static str)> {
+    let mut out = Vec::new();
+    for &(writers, total) in &scale.writes {
+        eprintln!("{label}: {total} creates from {writers} writers...");
+        let (rate, p50, p99) = bench_writes(store, writers, total).await;
+        out.push((format!("creates/s, {writers} writers"), rate, "/s"));
+        out.push((format!("create p50, {writers} writers"), ms(p50), "ms"));
+        out.push((format!("create p99, {writers} writers"), ms(p99), "ms"));
+    }
+    eprintln!("{label}: range of {} keys...", scale.range_keys);
+    let (full, paged) = bench_range(store, scale.range_keys).await;
+    out.push((
+        format!("range {} keys, one read", scale.range_keys),
+        ms(full),
+        "ms",
+    ));
+    out.push((
+        format!("range {} keys, pages of 500", scale.range_keys),
+        ms(paged),
+        "ms",
+    ));
+    eprintln!("{label}: watch delivery to {} watchers...", scale.watchers);
+    let (p50, p99) = bench_watch(store, scale.watchers, scale.watch_writes).await;
+    out.push((
+        format!("watch delivery p50, {} watchers", scale.watchers),
+        ms(p50),
+        "ms",
+    ));
+    out.push((
+        format!("watch delivery p99, {} watchers", scale.watchers),
+        ms(p99),
+        "ms",
+    ));
+    out
+}
+
+#[tokio::main]
+async fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let scale = if quick {
+        Scale {
+            writes: vec![(1, 200), (16, 800), (64, 1280)],
+            range_keys: 2000,
+            watchers: 100,
+            watch_writes: 50,
+        }
+    } else {
+        Scale {
+            writes: vec![(1, 1000), (16, 4000), (64, 8000)],
+            range_keys: 10_000,
+            watchers: 1000,
+            watch_writes: 200,
+        }
+    };
+    let dir = std::env::temp_dir().join(format!("store-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create the benchmark dir");
+
+    let sqlite: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(dir.join("state.db"))
+            .await
+            .expect("open SQLite"),
+    );
+    let sqlite_rows = run_all(&sqlite, &scale, "sqlite").await;
+    drop(sqlite);
+
+    let etcd_process = EtcdProcess::start(&dir.join("etcd"))
+        .await
+        .unwrap_or_else(|e| panic!("store-bench needs etcd: {e}"));
+    let etcd: Arc<dyn Store> = Arc::new(
+        EtcdStore::connect(&[etcd_process.endpoint().to_string()], None)
+            .await
+            .expect("connect to etcd"),
+    );
+    let etcd_rows = run_all(&etcd, &scale, "etcd").await;
+    drop(etcd);
+    drop(etcd_process);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let rows: Vec<Row> = sqlite_rows
+        .into_iter()
+        .zip(etcd_rows)
+        .map(|((name, sqlite, unit), (_, etcd, _))| Row {
+            name,
+            sqlite,
+            etcd,
+            unit,
+        })
+        .collect();
+    println!(
+        "{:<38} {:>12} {:>12} {:>14}",
+        "benchmark", "sqlite", "etcd", "sqlite/etcd"
+    );
+    for r in rows {
+        let ratio = if r.etcd > 0.0 {
+            r.sqlite / r.etcd
+        } else {
+            f64::NAN
+        };
+        println!(
+            "{:<38} {:>10.2}{:<2} {:>10.2}{:<2} {:>13.2}x",
+            r.name, r.sqlite, r.unit, r.etcd, r.unit, ratio
+        );
+    }
+    println!("(for creates/s higher is better; for times lower is better)");
+}
