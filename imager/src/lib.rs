@@ -8,6 +8,7 @@
 pub mod cargo_build;
 pub mod config;
 pub mod cpio;
+pub mod disk;
 pub mod elf_deps;
 pub mod epoch;
 pub mod fetch;

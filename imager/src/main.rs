@@ -34,8 +34,30 @@ enum Command {
     },
     /// Build `kernel` + `initramfs` (with the root image inside) for QEMU direct boot.
     Initramfs(BuildArgs),
+    /// A raw GPT disk image (EFI, BOOT-A/B, STATE, EPHEMERAL) booting by UEFI.
+    Raw(DiskArgs),
+    /// The raw disk image converted to qcow2.
+    Qcow2(DiskArgs),
+    /// A hybrid ISO booting by BIOS and UEFI.
+    Iso(DiskArgs),
     /// Boot kernel + initramfs in QEMU and follow the serial console until QEMU exits.
     Boot(BootArgs),
+}
+
+#[derive(Args)]
+struct DiskArgs {
+    /// Directory with `kernel` and `initramfs` (from `imager initramfs`).
+    #[arg(long, default_value = "_out/image")]
+    image: PathBuf,
+    /// Output file (default: ros.raw / ros.qcow2 / ros.iso in the image dir).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Disk size in MiB (raw and qcow2).
+    #[arg(long, default_value_t = 4096)]
+    size_mib: u64,
+    /// Kernel command line for disk boots.
+    #[arg(long, default_value = imager::disk::grub::DISK_CMDLINE)]
+    cmdline: String,
 }
 
 #[derive(Args)]
@@ -114,7 +136,64 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Initramfs(args) => initramfs(args),
         Command::Boot(args) => boot(args),
+        Command::Raw(args) => disk(args, "raw"),
+        Command::Qcow2(args) => disk(args, "qcow2"),
+        Command::Iso(args) => disk(args, "iso"),
     }
+}
+
+fn disk(args: DiskArgs, format: &str) -> Result<()> {
+    use imager::disk::{convert, iso, raw};
+    let kernel = args.image.join("kernel");
+    let initramfs = args.image.join("initramfs");
+    for path in [&kernel, &initramfs] {
+        if !path.is_file() {
+            bail!(
+                "--image {}: no {} (run `imager initramfs` first)",
+                args.image.display(),
+                path.display()
+            );
+        }
+    }
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| args.image.join(format!("ros.{format}")));
+    let work = args.image.join(".work");
+    let epoch = source_date_epoch()?;
+    let progress = Progress::new();
+    let step = progress.step(format!("writing {}", out.display()));
+    let raw_inputs = raw::RawInputs {
+        kernel: &kernel,
+        initramfs: &initramfs,
+        disk_size: args.size_mib * 1024 * 1024,
+        slot_size: raw::SLOT_SIZE,
+        cmdline: &args.cmdline,
+        epoch,
+    };
+    let report = match format {
+        "raw" => raw::build(&raw_inputs, &out, &work)?,
+        "qcow2" => {
+            let raw_path = work.join("ros.raw");
+            let report = raw::build(&raw_inputs, &raw_path, &work)?;
+            convert::qcow2(&raw_path, &out)?;
+            std::fs::remove_file(&raw_path).ok();
+            report
+        }
+        _ => {
+            iso::build(&kernel, &initramfs, &args.cmdline, epoch, &out, &work)?;
+            imager::report::SizeReport::default()
+        }
+    };
+    progress.done(&step, format!("{} written", out.display()));
+    std::fs::remove_dir_all(&work).ok();
+    println!(
+        "{} ({})",
+        out.display(),
+        imager::report::human(std::fs::metadata(&out)?.len())
+    );
+    print!("{report}");
+    Ok(())
 }
 
 fn boot(args: BootArgs) -> Result<()> {
