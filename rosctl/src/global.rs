@@ -5,13 +5,15 @@ use clap::Args;
 use ros_config::rosconfig::{self, RosConfig};
 use std::path::PathBuf;
 
+const GLOBAL: &str = "Global options";
+
 #[derive(Args, Debug, Clone, Default)]
 pub struct GlobalArgs {
     /// Client config file [default: $ROSCONFIG, then ~/.ros/config]
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE", help_heading = GLOBAL)]
     pub rosconfig: Option<PathBuf>,
     /// Context of the rosconfig to use [default: its current context]
-    #[arg(long, global = true, value_name = "NAME")]
+    #[arg(long, global = true, value_name = "NAME", help_heading = GLOBAL)]
     pub context: Option<String>,
     /// Nodes to act on, comma-separated [default: the context's nodes]
     #[arg(
@@ -19,7 +21,8 @@ pub struct GlobalArgs {
         long,
         global = true,
         value_delimiter = ',',
-        value_name = "NODES"
+        value_name = "NODES",
+        help_heading = GLOBAL
     )]
     pub nodes: Vec<String>,
     /// Endpoints to connect through, comma-separated [default: the context's endpoints]
@@ -28,15 +31,17 @@ pub struct GlobalArgs {
         long,
         global = true,
         value_delimiter = ',',
-        value_name = "ENDPOINTS"
+        value_name = "ENDPOINTS",
+        help_heading = GLOBAL
     )]
     pub endpoints: Vec<String>,
 }
 
 /// Everything needed to call the machine API: the context with flag overrides applied.
-#[allow(dead_code)] // used by the machine API commands
 #[derive(Debug, Clone)]
 pub struct Connection {
+    /// Name of the context used (for messages).
+    #[allow(dead_code)]
     pub context: String,
     pub endpoints: Vec<String>,
     /// Empty means "the endpoint itself".
@@ -66,7 +71,6 @@ impl GlobalArgs {
     }
 
     /// The selected context with `-e`/`-n` applied, and its credentials as PEM.
-    #[allow(dead_code)] // used by the machine API commands
     pub fn connection(&self) -> anyhow::Result<Connection> {
         let (path, cfg) = self.load_rosconfig()?;
         let origin = path.display().to_string();

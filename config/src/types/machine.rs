@@ -56,6 +56,7 @@ pub struct MachineSection {
         skip_serializing_if = "BTreeMap::is_empty",
         deserialize_with = "scalar_map::deserialize"
     )]
+    #[schemars(with = "BTreeMap<String, scalar_map::Scalar>")]
     pub sysctls: BTreeMap<String, String>,
     /// Files written to the machine at boot.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -66,6 +67,7 @@ pub struct MachineSection {
         skip_serializing_if = "BTreeMap::is_empty",
         deserialize_with = "scalar_map::deserialize"
     )]
+    #[schemars(with = "BTreeMap<String, scalar_map::Scalar>")]
     pub env: BTreeMap<String, String>,
     /// Labels put on this machine's Kubernetes Node.
     #[serde(
@@ -73,6 +75,7 @@ pub struct MachineSection {
         skip_serializing_if = "BTreeMap::is_empty",
         deserialize_with = "scalar_map::deserialize"
     )]
+    #[schemars(with = "BTreeMap<String, scalar_map::Scalar>")]
     pub node_labels: BTreeMap<String, String>,
     /// Taints put on this machine's Node: `key: "value:Effect"` or `key: Effect`.
     #[serde(
@@ -80,6 +83,7 @@ pub struct MachineSection {
         skip_serializing_if = "BTreeMap::is_empty",
         deserialize_with = "scalar_map::deserialize"
     )]
+    #[schemars(with = "BTreeMap<String, scalar_map::Scalar>")]
     pub node_taints: BTreeMap<String, String>,
     /// Image registry mirrors and credentials.
     #[serde(default, skip_serializing_if = "Registries::is_empty")]

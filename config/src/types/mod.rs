@@ -54,6 +54,16 @@ pub(crate) mod scalar_map {
     use std::collections::BTreeMap;
     use std::fmt;
 
+    /// What the schema allows as a value: a string, or a number or boolean read as its text.
+    #[derive(schemars::JsonSchema)]
+    #[serde(untagged)]
+    #[allow(dead_code)] // only describes the schema
+    pub enum Scalar {
+        String(String),
+        Number(f64),
+        Bool(bool),
+    }
+
     pub fn deserialize<'de, D: Deserializer<'de>>(
         d: D,
     ) -> Result<BTreeMap<String, String>, D::Error> {
