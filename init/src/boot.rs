@@ -39,6 +39,11 @@ pub fn boot(sys: &mut impl System) -> Booted {
                 reason: "the root step panicked".to_string(),
             }
         });
+    step("mount propagation", || {
+        if let Err(e) = sys.mount(&mounts::shared_root()) {
+            warning!("cannot make / shared: {e}");
+        }
+    });
     step("loopback, hostname, entropy", || identity(sys));
     step("control socket", || {
         match sys.listen_control(Path::new(control::SOCKET_PATH)) {
@@ -201,6 +206,7 @@ mod tests {
         let module = position(&sys, |op| matches!(op, Op::LoadModule(_)));
         let root = position(&sys, |op| matches!(op, Op::AttachLoop(_)));
         let chroot = position(&sys, |op| matches!(op, Op::Chroot(_)));
+        let shared = position(&sys, |op| *op == Op::Mount(mounts::shared_root()));
         let lo = position(&sys, |op| *op == Op::LoopbackUp);
         let host = position(&sys, |op| *op == Op::SetHostname("ros".into()));
         let rng = position(&sys, |op| *op == Op::WaitRandom);
@@ -209,7 +215,7 @@ mod tests {
             |op| matches!(op, Op::ListenControl(p) if p == Path::new(control::SOCKET_PATH)),
         );
         let order = [
-            cad, proc_, saved, module, root, chroot, lo, host, rng, control,
+            cad, proc_, saved, module, root, chroot, shared, lo, host, rng, control,
         ];
         assert!(
             order.windows(2).all(|w| w[0] < w[1]),

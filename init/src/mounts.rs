@@ -84,6 +84,18 @@ pub fn writable_mounts(new_root: &Path) -> Vec<MountSpec> {
     .collect()
 }
 
+/// Make every mount under / shared (as systemd does), so container runtimes and the kubelet
+/// can use mount propagation. Done after the root switch: MS_MOVE refuses shared parents.
+pub fn shared_root() -> MountCall {
+    MountCall {
+        source: None,
+        target: PathBuf::from("/"),
+        fstype: None,
+        flags: MsFlags::MS_REC | MsFlags::MS_SHARED,
+        data: None,
+    }
+}
+
 /// The root image mounted read-only at `new_root`.
 pub fn root_mount(device: &Path, new_root: &Path, fstype: &str) -> MountCall {
     MountCall {

@@ -18,6 +18,25 @@ pub type Pid = i32;
 pub enum ExitStatus {
     Code(i32),
     Signal(Signal),
+    /// A signal nix has no name for (real-time signals).
+    OtherSignal(i32),
+}
+
+impl ExitStatus {
+    /// Decodes a wait(2) status word; None for stops and continues.
+    pub fn from_wait_status(status: i32) -> Option<Self> {
+        if libc::WIFEXITED(status) {
+            return Some(ExitStatus::Code(libc::WEXITSTATUS(status)));
+        }
+        if libc::WIFSIGNALED(status) {
+            let number = libc::WTERMSIG(status);
+            return Some(match Signal::try_from(number) {
+                Ok(signal) => ExitStatus::Signal(signal),
+                Err(_) => ExitStatus::OtherSignal(number),
+            });
+        }
+        None
+    }
 }
 
 impl std::fmt::Display for ExitStatus {
@@ -25,6 +44,7 @@ impl std::fmt::Display for ExitStatus {
         match self {
             ExitStatus::Code(code) => write!(f, "exited with code {code}"),
             ExitStatus::Signal(sig) => write!(f, "killed by signal {}", sig.as_str()),
+            ExitStatus::OtherSignal(number) => write!(f, "killed by signal {number}"),
         }
     }
 }
@@ -167,6 +187,33 @@ mod tests {
             ExitStatus::Signal(Signal::SIGKILL).to_string(),
             "killed by signal SIGKILL"
         );
+    }
+
+    #[test]
+    fn wait_statuses_decode_including_real_time_signals() {
+        // Layout of the status word: exit code in bits 8..16, terminating signal in bits 0..7.
+        assert_eq!(
+            ExitStatus::from_wait_status(3 << 8),
+            Some(ExitStatus::Code(3))
+        );
+        assert_eq!(
+            ExitStatus::from_wait_status(9),
+            Some(ExitStatus::Signal(Signal::SIGKILL))
+        );
+        assert_eq!(
+            ExitStatus::from_wait_status(9 | 0x80),
+            Some(ExitStatus::Signal(Signal::SIGKILL))
+        );
+        assert_eq!(
+            ExitStatus::from_wait_status(40),
+            Some(ExitStatus::OtherSignal(40))
+        );
+        assert_eq!(
+            ExitStatus::OtherSignal(40).to_string(),
+            "killed by signal 40"
+        );
+        // Stopped by SIGSTOP (0x137f) is not an exit.
+        assert_eq!(ExitStatus::from_wait_status(0x137f), None);
     }
 
     #[test]

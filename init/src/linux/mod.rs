@@ -19,7 +19,6 @@ use nix::kmod::{ModuleInitFlags, finit_module};
 use nix::mount::{mount, umount};
 use nix::sys::reboot::{RebootMode, reboot, set_cad_enabled};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{self, Pid as NixPid};
 
 use crate::console::{self, error};
@@ -278,20 +277,25 @@ impl System for LinuxSystem {
     }
 
     fn try_wait_any(&mut self) -> Wait {
+        // libc directly: nix refuses to decode real-time signals after the child is reaped,
+        // which would hide machined's death from the supervisor.
         loop {
-            match waitpid(NixPid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) => {
-                    return Wait::Exited(pid.as_raw(), ExitStatus::Code(code));
+            let mut status = 0;
+            // SAFETY: waitpid writes the status word into `status`.
+            let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+            if pid > 0 {
+                match ExitStatus::from_wait_status(status) {
+                    Some(exit) => return Wait::Exited(pid, exit),
+                    None => continue,
                 }
-                Ok(WaitStatus::Signaled(pid, sig, _)) => {
-                    return Wait::Exited(pid.as_raw(), ExitStatus::Signal(sig));
-                }
-                Ok(WaitStatus::StillAlive) => return Wait::NoneExited,
-                // Stops and continues are not exits; look again.
-                Ok(_) => continue,
-                Err(Errno::EINTR) => continue,
-                Err(Errno::ECHILD) => return Wait::NoChildren,
-                Err(e) => {
+            }
+            if pid == 0 {
+                return Wait::NoneExited;
+            }
+            match Errno::last() {
+                Errno::EINTR => continue,
+                Errno::ECHILD => return Wait::NoChildren,
+                e => {
                     error!("waitpid: {e}");
                     return Wait::NoneExited;
                 }
