@@ -70,7 +70,9 @@ pub async fn check_open(api: &ApiServer, ns: &str) -> ApiResult<()> {
 }
 
 /// Deletes the content of every namespace being deleted, and the namespace once empty.
-async fn finalize_all(api: &ApiServer) -> ApiResult<()> {
+/// Returns whether some namespace still waits for its content to go.
+async fn finalize_all(api: &ApiServer) -> ApiResult<bool> {
+    let mut waiting = false;
     let all = api
         .store
         .range(&storage::prefix(namespaces(), None), None, 0, None)
@@ -101,6 +103,7 @@ async fn finalize_all(api: &ApiServer) -> ApiResult<()> {
             }
         }
         if remaining > 0 {
+            waiting = true;
             continue;
         }
         // Empty: drop our finalizer, and the namespace with it when no other is left.
@@ -132,19 +135,35 @@ async fn finalize_all(api: &ApiServer) -> ApiResult<()> {
                 .await;
         }
     }
-    Ok(())
+    Ok(waiting)
 }
 
-/// Runs the namespace finalizer: on every kick and every few seconds.
+/// Runs the namespace finalizer: on every kick, soon again while content is going away
+/// (backing off up to a few seconds when finalizers hold it), and every few seconds.
 pub fn spawn_finalizer(api: Arc<ApiServer>) {
     tokio::spawn(async move {
+        let mut retry = Duration::from_millis(100);
         loop {
-            if let Err(e) = finalize_all(&api).await {
-                tracing::warn!("namespace finalizer: {}", e.message);
-            }
+            let pause = match finalize_all(&api).await {
+                Ok(true) => {
+                    retry = (retry * 2).min(Duration::from_secs(5));
+                    retry
+                }
+                Ok(false) => {
+                    retry = Duration::from_millis(100);
+                    Duration::from_secs(5)
+                }
+                Err(e) => {
+                    tracing::warn!("namespace finalizer: {}", e.message);
+                    Duration::from_secs(5)
+                }
+            };
             tokio::select! {
-                _ = api.ns_kick.notified() => tokio::time::sleep(Duration::from_millis(50)).await,
-                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                _ = api.ns_kick.notified() => {
+                    retry = Duration::from_millis(100);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                _ = tokio::time::sleep(pause) => {}
             }
         }
     });

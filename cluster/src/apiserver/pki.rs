@@ -54,9 +54,7 @@ pub fn load_or_create(dir: &Path, sans: &[String]) -> Result<Pki> {
         atomic_write(&ca_crt, cert.as_bytes(), 0o644)?;
         (cert, key)
     };
-    let ca_signing_key = KeyPair::from_pem(&ca_key_pem).context("parsing pki/ca.key")?;
-    let issuer =
-        Issuer::from_ca_cert_pem(&ca_cert_pem, ca_signing_key).context("parsing pki/ca.crt")?;
+    let issuer = issuer(&ca_key_pem)?;
 
     let (server_cert, server_key) = if srv_crt.exists() && srv_key.exists() {
         (read(&srv_crt)?, read(&srv_key)?)
@@ -91,8 +89,10 @@ fn validity(params: &mut CertificateParams, days: i64) {
     params.not_after = now + time::Duration::days(days);
 }
 
-fn new_ca() -> Result<(String, String)> {
-    let key = KeyPair::generate()?;
+/// The CA's parameters. Certificates are issued from these rather than from the parsed CA
+/// certificate: the issuer name must be byte-for-byte the CA's subject, and re-encoding a
+/// parsed name may change its string types.
+fn ca_params() -> Result<CertificateParams> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, "ros-cluster-ca");
@@ -103,9 +103,20 @@ fn new_ca() -> Result<(String, String)> {
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
+    Ok(params)
+}
+
+fn new_ca() -> Result<(String, String)> {
+    let key = KeyPair::generate()?;
+    let mut params = ca_params()?;
     validity(&mut params, 3650);
     let cert = params.self_signed(&key)?;
     Ok((cert.pem(), key.serialize_pem()))
+}
+
+fn issuer(ca_key_pem: &str) -> Result<Issuer<'static, KeyPair>> {
+    let key = KeyPair::from_pem(ca_key_pem).context("parsing pki/ca.key")?;
+    Ok(Issuer::new(ca_params()?, key))
 }
 
 /// The names every serving certificate carries, plus `extra`.
@@ -183,7 +194,33 @@ pub fn issue_client(
 
 /// Issues a client certificate signed by the CA kept in `pki`.
 pub fn issue_client_with(pki: &Pki, user: &str, groups: &[&str]) -> Result<(String, String)> {
-    let key = KeyPair::from_pem(&pki.ca_key)?;
-    let issuer = Issuer::from_ca_cert_pem(&pki.ca_cert, key)?;
-    issue_client(&issuer, user, groups)
+    issue_client(&issuer(&pki.ca_key)?, user, groups)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn created_once_then_loaded_and_issuing_matches_the_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = load_or_create(dir.path(), &["node1.example".into()]).unwrap();
+        let again = load_or_create(dir.path(), &[]).unwrap();
+        assert_eq!(first.ca_cert, again.ca_cert);
+        assert_eq!(first.admin_cert, again.admin_cert);
+        let (crt, _) = issue_client_with(&again, "bob", &["dev"]).unwrap();
+        let der = rustls::pki_types::pem::PemObject::from_pem_slice(crt.as_bytes())
+            .map(|c: rustls::pki_types::CertificateDer| c.to_vec())
+            .unwrap();
+        let ca_der = rustls::pki_types::pem::PemObject::from_pem_slice(first.ca_cert.as_bytes())
+            .map(|c: rustls::pki_types::CertificateDer| c.to_vec())
+            .unwrap();
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let (_, ca) = x509_parser::parse_x509_certificate(&ca_der).unwrap();
+        // The issuer name must be the CA's subject byte for byte (TLS verifiers compare bytes).
+        assert_eq!(cert.issuer().as_raw(), ca.subject().as_raw());
+        let user = crate::apiserver::auth::user_from_certificate(&der).unwrap();
+        assert_eq!(user.name, "bob");
+        assert!(user.groups.contains(&"dev".to_string()));
+    }
 }

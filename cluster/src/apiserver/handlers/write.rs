@@ -127,6 +127,10 @@ pub async fn create_object(
     // Service IPs are allocated and the service stored under one lock: never twice.
     let _ip_guard = if def.kind == "Service" {
         let guard = api.service_ips.lock().await;
+        // An existing service is AlreadyExists, not an address conflict with itself.
+        if api.store.get(&key, None).await?.is_some() {
+            return Err(ApiError::already_exists(def.group, def.plural, &name));
+        }
         api.service_ips.assign(api, &mut obj).await?;
         Some(guard)
     } else {
