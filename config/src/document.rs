@@ -61,7 +61,7 @@ pub(crate) fn decode_config(doc: Value) -> Decoded<MachineConfig> {
 pub(crate) fn decode_all<T: DeserializeOwned>(mut doc: Value) -> Decoded<T> {
     let mut errors: Vec<FieldError> = Vec::new();
     // Original indices already removed, per list (keyed by the list's original path).
-    let mut removed: Vec<(Vec<Seg>, Vec<usize>)> = Vec::new();
+    let mut removed: Removed = Vec::new();
     let mut dropped_elements = false;
 
     while errors.len() < MAX_ERRORS {
@@ -105,29 +105,42 @@ pub(crate) fn decode_all<T: DeserializeOwned>(mut doc: Value) -> Decoded<T> {
             at.push(Seg::Key(field));
             let path = render(&at);
             // A required field already reported (e.g. removed for a bad type) is not new.
-            if !errors.iter().any(|e| e.path == path) {
+            if !errors.iter().any(|e| e.path.is_within(&path)) {
                 errors.push(FieldError::new(path, "is required"));
             }
-            // Nothing to remove that would let decoding go further.
-            break;
+            // Drop the incomplete map so decoding can go on to the rest of the document.
+            if current.is_empty() || !remove(&mut doc, &current) {
+                break;
+            }
+            note_removed(&original, &mut removed, &mut dropped_elements);
+            continue;
         }
         errors.push(FieldError::new(render(&original), tidy(&message)));
         if current.is_empty() || !remove(&mut doc, &current) {
             break;
         }
-        if let Some(Seg::Index(i)) = original.last() {
-            dropped_elements = true;
-            let list = original[..original.len() - 1].to_vec();
-            match removed.iter_mut().find(|(p, _)| *p == list) {
-                Some((_, idx)) => idx.push(*i),
-                None => removed.push((list, vec![*i])),
-            }
-        }
+        note_removed(&original, &mut removed, &mut dropped_elements);
     }
     Decoded {
         value: None,
         errors,
         dropped_elements,
+    }
+}
+
+type Removed = Vec<(Vec<Seg>, Vec<usize>)>;
+
+/// Records that the value at `original` was removed; for a list element, remembers its index
+/// so later paths can be mapped back.
+fn note_removed(original: &[Seg], removed: &mut Removed, dropped_elements: &mut bool) {
+    if let Some(Seg::Index(i)) = original.last() {
+        // Later elements moved up: index-based checks of the result would be misleading.
+        *dropped_elements = true;
+        let list = original[..original.len() - 1].to_vec();
+        match removed.iter_mut().find(|(p, _)| *p == list) {
+            Some((_, idx)) => idx.push(*i),
+            None => removed.push((list, vec![*i])),
+        }
     }
 }
 
@@ -146,7 +159,7 @@ fn segments(path: &serde_path_to_error::Path) -> Option<Vec<Seg>> {
 }
 
 /// Maps indices in the shrunken document back to the positions the user wrote.
-fn to_original(current: &[Seg], removed: &[(Vec<Seg>, Vec<usize>)]) -> Vec<Seg> {
+fn to_original(current: &[Seg], removed: &Removed) -> Vec<Seg> {
     let mut out: Vec<Seg> = Vec::with_capacity(current.len());
     for s in current {
         match s {

@@ -90,3 +90,21 @@ fn list_values_in_scalar_maps_are_named() {
         "machine.env: value of \"A\" must be a string, number or boolean, not a list"
     );
 }
+
+#[test]
+fn missing_required_fields_do_not_stop_the_search() {
+    let yaml = format!(
+        "{HEAD}  network:\n    interfaces:\n    - interface: eth0\n      addresses: [10.0.0.5/24]\n      routes:\n      - gateway: 10.0.0.1\n      - network: 5\n  files:\n  - content: x\n  logging:\n    destinations:\n    - format: json_lines\n      extra: 1\n{TAIL}"
+    );
+    assert_eq!(
+        errors(&yaml),
+        // Decode problems come in key order (the document tree keeps keys sorted).
+        [
+            "machine.files[0].path: is required",
+            "machine.logging.destinations[0].extra: unknown field, expected `endpoint` or `format`",
+            "machine.logging.destinations[0].endpoint: is required",
+            "machine.network.interfaces[0].routes[0].network: is required",
+            "machine.network.interfaces[0].routes[1].network: invalid type: integer `5`, expected a string",
+        ]
+    );
+}
