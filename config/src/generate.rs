@@ -7,7 +7,7 @@ use crate::patch::{Patch, PatchError, patch_config};
 use crate::pki::{self, PkiError};
 use crate::rosconfig::{Context, RosConfig};
 use crate::secrets::Secrets;
-use crate::syntax::{is_dns_label, parse_endpoint};
+use crate::syntax::{is_lowercase_dns_label, parse_endpoint};
 use crate::types::*;
 
 /// Organisation of the admin client certificate: the machine API's admin role.
@@ -38,7 +38,7 @@ pub struct Generated {
 
 #[derive(Debug, thiserror::Error)]
 pub enum GenError {
-    #[error("cluster name {0:?} is not a DNS label (letters, digits, '-', at most 63)")]
+    #[error("cluster name {0:?} is not a lowercase DNS label (a-z, 0-9, '-', at most 63)")]
     ClusterName(String),
     #[error("endpoint: {0}")]
     Endpoint(String),
@@ -57,7 +57,7 @@ pub enum GenError {
 
 /// Builds both configs (patched and validated) and the rosconfig.
 pub fn generate(opts: &GenOptions) -> Result<Generated, GenError> {
-    if !is_dns_label(&opts.cluster_name) {
+    if !is_lowercase_dns_label(&opts.cluster_name) {
         return Err(GenError::ClusterName(opts.cluster_name.clone()));
     }
     let endpoint = parse_endpoint(&opts.endpoint).map_err(GenError::Endpoint)?;

@@ -17,11 +17,11 @@ pub(crate) fn check(c: &mut Checker, p: &FieldPath, cfg: &MachineConfig) {
 
     if cl.name.is_empty() {
         c.err(p.key("name"), "is required");
-    } else if !is_dns_label(&cl.name) {
+    } else if !is_lowercase_dns_label(&cl.name) {
         c.err(
             p.key("name"),
             format!(
-                "{:?} is not a DNS label (letters, digits, '-', at most 63)",
+                "{:?} is not a lowercase DNS label (a-z, 0-9, '-', at most 63)",
                 cl.name
             ),
         );

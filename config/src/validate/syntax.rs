@@ -24,6 +24,11 @@ pub fn is_dns_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
+/// A Kubernetes-style name: a DNS label in lowercase (cluster names).
+pub fn is_lowercase_dns_label(s: &str) -> bool {
+    is_dns_label(s) && !s.chars().any(|c| c.is_ascii_uppercase())
+}
+
 /// A DNS name (labels separated by dots, at most 253 characters, optional trailing dot).
 pub fn is_dns_name(s: &str) -> bool {
     let s = s.strip_suffix('.').unwrap_or(s);
