@@ -39,6 +39,14 @@ fn main() {
     }
     let env: Vec<String> = std::env::vars().map(|(k, v)| format!("{k}={v}")).collect();
     say(&format!("pid {} env {}", std::process::id(), env.join(" ")));
+    // Inherited from PID 1 unless it resets them: both must be empty.
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    for line in status
+        .lines()
+        .filter(|l| l.starts_with("SigBlk") || l.starts_with("SigIgn"))
+    {
+        say(line);
+    }
     if !Path::new(MARKER).exists() {
         std::fs::write(MARKER, b"1").expect("write the marker in /run");
         say("first run: killing myself with SIGKILL");

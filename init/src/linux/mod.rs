@@ -259,11 +259,17 @@ impl System for LinuxSystem {
             .stdin(Stdio::inherit())
             .stdout(Stdio::inherit())
             .stderr(Stdio::inherit());
-        // SAFETY: only async-signal-safe calls (setsid, sigprocmask) between fork and exec.
+        // SAFETY: only async-signal-safe calls (setsid, sigprocmask, signal) between fork and
+        // exec.
         unsafe {
             command.pre_exec(|| {
                 unistd::setsid()?;
+                // PID 1 blocks the signals it reads from its signalfd, and std ignores SIGPIPE;
+                // both survive exec, so give the child the defaults.
                 sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
+                if libc::signal(libc::SIGPIPE, libc::SIG_DFL) == libc::SIG_ERR {
+                    return Err(io::Error::last_os_error());
+                }
                 Ok(())
             });
         }
