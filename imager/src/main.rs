@@ -84,6 +84,14 @@ struct BootArgs {
     timeout: u64,
     #[arg(long, default_value = "_out/vm")]
     state_dir: PathBuf,
+    /// Boot this raw/qcow2 disk image by UEFI instead (writes are discarded).
+    #[arg(long, conflicts_with = "iso")]
+    disk: Option<PathBuf>,
+    /// Boot this ISO instead (BIOS, or UEFI with --uefi).
+    #[arg(long)]
+    iso: Option<PathBuf>,
+    #[arg(long, requires = "iso")]
+    uefi: bool,
 }
 
 #[derive(Args)]
@@ -197,7 +205,7 @@ fn disk(args: DiskArgs, format: &str) -> Result<()> {
 }
 
 fn boot(args: BootArgs) -> Result<()> {
-    use imager::qemu::{Accel, Vm, VmSpec, accel, free_port};
+    use imager::qemu::{Accel, BootSource, Vm, VmSpec, accel, free_port};
     use std::io::Write;
     use std::time::{Duration, Instant};
 
@@ -213,6 +221,17 @@ fn boot(args: BootArgs) -> Result<()> {
         None => free_port()?,
     };
     let mut spec = VmSpec::single("ros", &kernel, &initramfs, accel, port, &args.state_dir);
+    if let Some(image) = &args.disk {
+        spec.boot = BootSource::UefiDisk {
+            image: image.clone(),
+            snapshot: true,
+        };
+    } else if let Some(iso) = &args.iso {
+        spec.boot = BootSource::Cdrom {
+            iso: iso.clone(),
+            uefi: args.uefi,
+        };
+    }
     spec.memory_mib = args.memory;
     spec.machine_config = args.config.clone();
     spec.cmdline_extra = args.append.clone();

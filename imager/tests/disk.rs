@@ -105,3 +105,45 @@ fn raw_image_is_reproducible() {
     let c = build(dir.path(), "c.raw", 1_700_086_400);
     assert!(!same_bytes(&a, &c), "the epoch is an input");
 }
+
+#[test]
+fn iso_is_reproducible_and_holds_the_boot_files() {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path(), "unused.raw", 1_700_000_000); // writes the pretend kernel and initramfs
+    let kernel = dir.path().join("kernel");
+    let initramfs = dir.path().join("initramfs");
+    let make = |name: &str| {
+        let out = dir.path().join(name);
+        imager::disk::iso::build(
+            &kernel,
+            &initramfs,
+            "console=ttyS0",
+            1_700_000_000,
+            &out,
+            &dir.path().join("work"),
+        )
+        .expect("building the ISO (needs xorriso, grub-pc-bin, grub-efi-amd64-bin)");
+        out
+    };
+    let a = make("a.iso");
+    let b = make("b.iso");
+    assert!(same_bytes(&a, &b), "two ISOs from the same inputs differ");
+    let listing = tool(
+        Command::new("xorriso")
+            .args(["-indev"])
+            .arg(&a)
+            .args(["-find", "/boot", "-name", "*"]),
+        "xorriso",
+    );
+    for file in [
+        "/boot/vmlinuz",
+        "/boot/initramfs",
+        "/boot/grub/grub.cfg",
+        "/boot/grub/bios.img",
+    ] {
+        assert!(listing.contains(file), "{listing}");
+    }
+    // The EFI system partition is appended to the hybrid image's partition table.
+    let table = tool(Command::new("sfdisk").arg("--dump").arg(&a), "fdisk");
+    assert!(table.contains("type=ef"), "{table}");
+}

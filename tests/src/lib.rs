@@ -94,6 +94,54 @@ pub fn image() -> Result<Image> {
     Image::in_dir(&out)
 }
 
+/// The raw disk image and the ISO made from `image`, rebuilt when the initramfs is newer.
+pub struct DiskImages {
+    pub raw: PathBuf,
+    pub iso: PathBuf,
+}
+
+pub fn disk_images(image: &Image) -> Result<DiskImages> {
+    use imager::disk::{iso, raw};
+    let dir = scratch().join("disks");
+    std::fs::create_dir_all(&dir)?;
+    let lock = File::create(scratch().join(".disks.lock"))?;
+    lock.lock().context("locking the e2e disk build")?;
+    let images = DiskImages {
+        raw: dir.join("ros.raw"),
+        iso: dir.join("ros.iso"),
+    };
+    let source_time = std::fs::metadata(&image.initramfs)?.modified()?;
+    let fresh = |p: &Path| {
+        std::fs::metadata(p)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t >= source_time)
+    };
+    let epoch = imager::epoch::source_date_epoch()?;
+    let work = dir.join("work");
+    if !fresh(&images.raw) {
+        let inputs = raw::RawInputs {
+            kernel: &image.kernel,
+            initramfs: &image.initramfs,
+            disk_size: raw::DEFAULT_DISK_SIZE,
+            slot_size: raw::SLOT_SIZE,
+            cmdline: imager::disk::grub::DISK_CMDLINE,
+            epoch,
+        };
+        raw::build(&inputs, &images.raw, &work)?;
+    }
+    if !fresh(&images.iso) {
+        iso::build(
+            &image.kernel,
+            &image.initramfs,
+            imager::disk::grub::DISK_CMDLINE,
+            epoch,
+            &images.iso,
+            &work,
+        )?;
+    }
+    Ok(images)
+}
+
 /// A digest of everything the image is made from (binaries by content).
 fn input_key(inputs: &BuildInputs) -> Result<String> {
     let mut hasher = Sha256::new();
@@ -162,6 +210,31 @@ pub fn boot(image: &Image, name: &str, state_dir: &Path) -> Result<(Vm, u16)> {
         spec.console_path().display()
     );
     Ok((Vm::start(spec)?, port))
+}
+
+/// Boots `boot` (a disk or ISO) as a node named `name`.
+pub fn boot_from(
+    image: &Image,
+    name: &str,
+    boot: imager::qemu::BootSource,
+    state_dir: &Path,
+) -> Result<Vm> {
+    let accel = accel(image);
+    let mut spec = VmSpec::single(
+        name,
+        &image.kernel,
+        &image.initramfs,
+        accel,
+        free_port()?,
+        state_dir,
+    );
+    spec.boot = boot;
+    eprintln!(
+        "e2e: booting {name} under {} (console {})",
+        accel.as_str(),
+        spec.console_path().display()
+    );
+    Vm::start(spec)
 }
 
 /// A short state dir under /tmp (QMP socket paths are limited to 107 bytes).

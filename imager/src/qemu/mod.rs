@@ -8,7 +8,7 @@ pub mod qmp;
 pub mod vm;
 
 pub use accel::Accel;
-pub use vm::{Forward, Vm, VmSpec, free_port};
+pub use vm::{BootSource, Forward, OVMF, Vm, VmSpec, free_port};
 
 /// The guest port of the machine API.
 pub const MACHINE_API_PORT: u16 = 50000;

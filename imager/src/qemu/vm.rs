@@ -21,15 +21,30 @@ pub struct Forward {
     pub guest: u16,
 }
 
+/// What the VM boots from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BootSource {
+    /// QEMU loads kernel + initramfs itself, with our command line (the fast path).
+    Direct { kernel: PathBuf, initramfs: PathBuf },
+    /// UEFI firmware (OVMF) boots a raw or qcow2 disk image through its GRUB.
+    /// With `snapshot`, the guest's writes are discarded when QEMU exits.
+    UefiDisk { image: PathBuf, snapshot: bool },
+    /// A CD-ROM image, booted by SeaBIOS (`uefi: false`) or OVMF.
+    Cdrom { iso: PathBuf, uefi: bool },
+}
+
+/// Debian's OVMF build (package ovmf).
+pub const OVMF: &str = "/usr/share/ovmf/OVMF.fd";
+
 #[derive(Debug, Clone)]
 pub struct VmSpec {
     pub name: String,
-    pub kernel: PathBuf,
-    pub initramfs: PathBuf,
+    pub boot: BootSource,
     pub accel: Accel,
     pub memory_mib: u32,
     pub cpus: u32,
-    /// Added after [`BASE_CMDLINE`] (e.g. `ros.debug`, `ros.config=...`).
+    /// Added after [`BASE_CMDLINE`] (e.g. `ros.debug`, `ros.config=...`); direct boots only,
+    /// a disk's command line is in its GRUB menu.
     pub cmdline_extra: Vec<String>,
     /// Given to the guest as fw_cfg `opt/ros/config`.
     pub machine_config: Option<PathBuf>,
@@ -53,8 +68,10 @@ impl VmSpec {
     ) -> Self {
         Self {
             name: name.to_string(),
-            kernel: kernel.to_path_buf(),
-            initramfs: initramfs.to_path_buf(),
+            boot: BootSource::Direct {
+                kernel: kernel.to_path_buf(),
+                initramfs: initramfs.to_path_buf(),
+            },
             accel,
             memory_mib: 1024,
             cpus: 2,
@@ -108,9 +125,37 @@ impl VmSpec {
             "unix:{},server=on,wait=off",
             self.qmp_path().display()
         ));
-        args.extend(["-kernel".into(), self.kernel.display().to_string()]);
-        args.extend(["-initrd".into(), self.initramfs.display().to_string()]);
-        args.extend(["-append".into(), self.cmdline()]);
+        match &self.boot {
+            BootSource::Direct { kernel, initramfs } => {
+                args.extend(["-kernel".into(), kernel.display().to_string()]);
+                args.extend(["-initrd".into(), initramfs.display().to_string()]);
+                args.extend(["-append".into(), self.cmdline()]);
+            }
+            BootSource::UefiDisk { image, snapshot } => {
+                let format = if image.extension().is_some_and(|e| e == "qcow2") {
+                    "qcow2"
+                } else {
+                    "raw"
+                };
+                args.extend(["-bios".into(), OVMF.into(), "-drive".into()]);
+                args.push(format!(
+                    "if=virtio,format={format},file={}{}",
+                    image.display(),
+                    if *snapshot { ",snapshot=on" } else { "" }
+                ));
+            }
+            BootSource::Cdrom { iso, uefi } => {
+                if *uefi {
+                    args.extend(["-bios".into(), OVMF.into()]);
+                }
+                args.extend([
+                    "-cdrom".into(),
+                    iso.display().to_string(),
+                    "-boot".into(),
+                    "d".into(),
+                ]);
+            }
+        }
         let mut netdev = "user,id=net0".to_string();
         for f in &self.forwards {
             netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{}-:{}", f.host, f.guest));
@@ -162,7 +207,21 @@ impl Vm {
                 spec.state_dir.display()
             );
         }
-        for path in [&spec.kernel, &spec.initramfs] {
+        let mut inputs = match &spec.boot {
+            BootSource::Direct { kernel, initramfs } => vec![kernel.clone(), initramfs.clone()],
+            BootSource::UefiDisk { image, .. } => vec![image.clone()],
+            BootSource::Cdrom { iso, .. } => vec![iso.clone()],
+        };
+        let uefi = matches!(
+            spec.boot,
+            BootSource::UefiDisk { .. } | BootSource::Cdrom { uefi: true, .. }
+        );
+        if uefi && !Path::new(OVMF).is_file() {
+            bail!(
+                "UEFI firmware {OVMF} is missing: install the Debian package `ovmf` (apt-get install ovmf)"
+            );
+        }
+        for path in inputs.drain(..) {
             if !path.is_file() {
                 bail!("VM {}: {} is not a file", spec.name, path.display());
             }
