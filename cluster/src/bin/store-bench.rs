@@ -211,6 +211,9 @@ async fn run_all(
         ms(p99),
         "ms",
     ));
+    for (name, value, unit) in &out {
+        eprintln!("{label}: {name}: {value:.2}{unit}");
+    }
     out
 }
 

@@ -17,6 +17,9 @@ use super::{
 
 /// Events buffered between the etcd watch and the consumer.
 const OUT_BUFFER: usize = 256;
+/// Largest response accepted (a list of many large objects easily exceeds gRPC's 4 MiB
+/// default; the Kubernetes apiserver lifts the limit the same way).
+const MAX_RESPONSE: usize = i32::MAX as usize;
 
 /// TLS material for talking to etcd (PEM text).
 #[derive(Debug, Clone)]
@@ -84,6 +87,12 @@ impl EtcdStore {
         })
     }
 
+    fn kv(&self) -> etcd_client::KvClient {
+        self.client
+            .kv_client()
+            .max_decoding_message_size(MAX_RESPONSE)
+    }
+
     fn map_err(&self, context: &str, err: etcd_client::Error, requested: Revision) -> StoreError {
         let text = err.to_string();
         if text.contains("required revision has been compacted") {
@@ -145,8 +154,7 @@ fn prefix_range(prefix: &str) -> (Vec<u8>, Vec<u8>) {
 impl Store for EtcdStore {
     async fn current_revision(&self) -> Result<Revision, StoreError> {
         let resp = self
-            .client
-            .kv_client()
+            .kv()
             .get(vec![0], Some(GetOptions::new().with_count_only()))
             .await
             .map_err(|e| self.map_err("get revision", e, 0))?;
@@ -159,8 +167,7 @@ impl Store for EtcdStore {
             options = options.with_revision(rev);
         }
         let resp = self
-            .client
-            .kv_client()
+            .kv()
             .get(key, Some(options))
             .await
             .map_err(|e| self.map_err("get", e, at.unwrap_or(0)))?;
@@ -187,8 +194,7 @@ impl Store for EtcdStore {
             options = options.with_revision(rev);
         }
         let resp = self
-            .client
-            .kv_client()
+            .kv()
             .get(key, Some(options))
             .await
             .map_err(|e| self.map_err("range", e, at.unwrap_or(0)))?;
@@ -221,8 +227,7 @@ impl Store for EtcdStore {
             .when([Compare::create_revision(key, CompareOp::Equal, 0)])
             .and_then([TxnOp::put(key, value, Some(put))]);
         let resp = self
-            .client
-            .kv_client()
+            .kv()
             .txn(txn)
             .await
             .map_err(|e| self.map_err("create", e, 0))?;
@@ -252,8 +257,7 @@ impl Store for EtcdStore {
             )])
             .or_else([TxnOp::get(key, None)]);
         let resp = self
-            .client
-            .kv_client()
+            .kv()
             .txn(txn)
             .await
             .map_err(|e| self.map_err("update", e, 0))?;
@@ -283,8 +287,7 @@ impl Store for EtcdStore {
             )])
             .or_else([TxnOp::get(key, None)]);
         let resp = self
-            .client
-            .kv_client()
+            .kv()
             .txn(txn)
             .await
             .map_err(|e| self.map_err("delete", e, 0))?;
@@ -328,6 +331,7 @@ impl Store for EtcdStore {
         let mut stream = self
             .client
             .watch_client()
+            .max_decoding_message_size(MAX_RESPONSE)
             .watch(key, Some(options))
             .await
             .map_err(|e| self.map_err("watch", e, from_revision))?;
@@ -368,8 +372,7 @@ impl Store for EtcdStore {
 
     async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
         match self
-            .client
-            .kv_client()
+            .kv()
             .compact(revision, Some(CompactionOptions::new().with_physical()))
             .await
         {
