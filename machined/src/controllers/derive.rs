@@ -28,12 +28,19 @@ pub struct Desired {
     pub time_servers: Vec<String>,
     pub sysctls: BTreeMap<String, String>,
     pub files: Vec<FileWant>,
+    /// Links a DHCP client runs on.
+    pub dhcp_links: Vec<String>,
 }
 
-/// Derives the desired system state from a config (`None` = maintenance mode: nothing).
-pub fn derive(cfg: Option<&ros_config::MachineConfig>) -> Desired {
+/// Derives the desired system state from a config. Without a config (maintenance mode) or
+/// without configured interfaces, DHCP runs on every Ethernet link in `links`, so the node is
+/// reachable.
+pub fn derive(cfg: Option<&ros_config::MachineConfig>, links: &[String]) -> Desired {
     let Some(cfg) = cfg else {
-        return Desired::default();
+        return Desired {
+            dhcp_links: links.to_vec(),
+            ..Default::default()
+        };
     };
     let m = &cfg.machine;
     let mut d = Desired {
@@ -64,6 +71,16 @@ pub fn derive(cfg: Option<&ros_config::MachineConfig>) -> Desired {
             });
         }
     }
+    if m.network.interfaces.is_empty() {
+        d.dhcp_links = links.to_vec();
+    } else {
+        d.dhcp_links = d
+            .links
+            .iter()
+            .filter(|l| l.dhcp && !l.name.starts_with("selector"))
+            .map(|l| l.name.clone())
+            .collect();
+    }
     if let Some(time) = &m.time
         && !time.disabled
     {
@@ -78,4 +95,15 @@ pub fn derive(cfg: Option<&ros_config::MachineConfig>) -> Desired {
         });
     }
     d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maintenance_mode_runs_dhcp_on_every_link() {
+        let links = vec!["eth0".to_string(), "eth1".to_string()];
+        assert_eq!(derive(None, &links).dhcp_links, links);
+    }
 }

@@ -22,7 +22,8 @@ pub fn spawn(machine: Arc<Machine>) {
         let mut config = machine.watch_config();
         loop {
             let running = config.borrow_and_update().clone();
-            let desired = derive(running.as_deref().map(|r| &r.config));
+            let links = machine.system.ethernet_links();
+            let desired = derive(running.as_deref().map(|r| &r.config), &links);
             publish(&machine, &desired);
             let mut attempt = 0u32;
             loop {
@@ -62,18 +63,25 @@ fn publish(machine: &Machine, d: &Desired) {
             store.delete("Hostname", "hostname");
         }
     }
-    store.replace_all(
-        "Links",
-        d.links
-            .iter()
-            .map(|l| {
-                (
-                    l.name.clone(),
-                    json!({"name": l.name, "mtu": l.mtu, "dhcp": l.dhcp}),
-                )
-            })
-            .collect(),
-    );
+    let mut links: Vec<(String, serde_json::Value)> = d
+        .links
+        .iter()
+        .map(|l| {
+            (
+                l.name.clone(),
+                json!({"name": l.name, "mtu": l.mtu, "dhcp": l.dhcp}),
+            )
+        })
+        .collect();
+    for name in &d.dhcp_links {
+        if !links.iter().any(|(id, _)| id == name) {
+            links.push((
+                name.clone(),
+                json!({"name": name, "mtu": null, "dhcp": true}),
+            ));
+        }
+    }
+    store.replace_all("Links", links);
     store.replace_all(
         "Addresses",
         d.links
@@ -156,6 +164,9 @@ fn apply(machine: &Machine, d: &Desired) -> Vec<(&'static str, String)> {
             check("addresses", sys.ensure_addresses(&l.name, &l.addresses));
         }
     }
+    for link in &d.dhcp_links {
+        check("dhcp", sys.start_dhcp(link));
+    }
     if !d.routes.is_empty() {
         check("routes", sys.ensure_routes(&d.routes));
     }
@@ -181,6 +192,7 @@ const CONTROLLERS: &[&str] = &[
     "hostname",
     "links",
     "addresses",
+    "dhcp",
     "routes",
     "resolvers",
     "timeservers",

@@ -120,6 +120,17 @@ impl System for DevSystem {
         )
     }
 
+    fn ethernet_links(&self) -> Vec<String> {
+        vec!["eth0".to_string()]
+    }
+
+    fn start_dhcp(&self, link: &str) -> SysResult {
+        if self.effects().iter().any(|e| e == &format!("dhcp {link}")) {
+            return Ok(());
+        }
+        self.record("dhcp", format!("dhcp {link}"))
+    }
+
     fn power(&self, action: PowerAction) -> SysResult {
         self.record("power", format!("power {}", action.word()))
     }

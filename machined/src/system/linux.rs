@@ -1,6 +1,6 @@
 //! Real system effects on a booted node (used only outside dev mode, i.e. inside the image).
 
-use super::{PowerAction, RouteSpec, SysResult, System, SystemError, power};
+use super::{PowerAction, RouteSpec, SysResult, System, SystemError, dhcp, netlink, power};
 use crate::logbuf::LogBuffer;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -13,6 +13,7 @@ const RUN_DIR: &str = "/run/ros";
 pub struct LinuxSystem {
     init_socket: PathBuf,
     kmsg: LogBuffer,
+    dhcp_links: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl LinuxSystem {
@@ -37,7 +38,11 @@ impl LinuxSystem {
                 }
             })
             .ok();
-        Self { init_socket, kmsg }
+        Self {
+            init_socket,
+            kmsg,
+            dhcp_links: Default::default(),
+        }
     }
 }
 
@@ -62,13 +67,6 @@ fn write_atomic(path: &str, content: &str) -> SysResult {
     ros_config::atomic_write(path, content.as_bytes()).map_err(|e| SystemError::new(path, e))
 }
 
-fn not_yet(what: &str) -> SysResult {
-    Err(SystemError::new(
-        what,
-        "netlink configuration is not implemented yet",
-    ))
-}
-
 impl System for LinuxSystem {
     fn kind(&self) -> &'static str {
         "linux"
@@ -87,16 +85,16 @@ impl System for LinuxSystem {
         nix::unistd::sethostname(name).map_err(|e| SystemError::new("hostname", e))
     }
 
-    fn ensure_link(&self, link: &str, _mtu: Option<u32>) -> SysResult {
-        not_yet(&format!("link {link}"))
+    fn ensure_link(&self, link: &str, mtu: Option<u32>) -> SysResult {
+        netlink::link_up(link, mtu)
     }
 
-    fn ensure_addresses(&self, link: &str, _cidrs: &[String]) -> SysResult {
-        not_yet(&format!("addresses of {link}"))
+    fn ensure_addresses(&self, link: &str, cidrs: &[String]) -> SysResult {
+        netlink::add_addresses(link, cidrs)
     }
 
-    fn ensure_routes(&self, _routes: &[RouteSpec]) -> SysResult {
-        not_yet("routes")
+    fn ensure_routes(&self, routes: &[RouteSpec]) -> SysResult {
+        netlink::add_routes(routes)
     }
 
     fn set_resolvers(&self, servers: &[String]) -> SysResult {
@@ -140,6 +138,51 @@ impl System for LinuxSystem {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
             .map_err(|e| SystemError::new(path, e))
+    }
+
+    fn ethernet_links(&self) -> Vec<String> {
+        netlink::ethernet_links().unwrap_or_default()
+    }
+
+    fn start_dhcp(&self, link: &str) -> SysResult {
+        if !self
+            .dhcp_links
+            .lock()
+            .expect("dhcp lock")
+            .insert(link.to_string())
+        {
+            return Ok(());
+        }
+        let link = link.to_string();
+        let started = std::thread::Builder::new()
+            .name(format!("dhcp-{link}"))
+            .spawn(move || {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
+                rt.block_on(dhcp::run(
+                    link,
+                    |m| tracing::info!("{m}"),
+                    |dns| {
+                        let servers: Vec<String> = dns.iter().map(|d| d.to_string()).collect();
+                        let text: String = servers
+                            .iter()
+                            .map(|s| format!("nameserver {s}\n"))
+                            .collect();
+                        let _ = std::fs::create_dir_all(RUN_DIR);
+                        if let Err(e) = ros_config::atomic_write(
+                            format!("{RUN_DIR}/resolv.conf"),
+                            text.as_bytes(),
+                        ) {
+                            tracing::warn!("resolv.conf from DHCP: {e}");
+                        }
+                    },
+                ));
+            });
+        started.map(|_| ()).map_err(|e| SystemError::new("dhcp", e))
     }
 
     fn power(&self, action: PowerAction) -> SysResult {

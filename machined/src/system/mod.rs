@@ -2,7 +2,9 @@
 //! implementation records what would have happened (so machined is testable on any host).
 
 mod dev;
+pub mod dhcp;
 mod linux;
+pub mod netlink;
 pub mod power;
 
 pub use dev::DevSystem;
@@ -65,13 +67,17 @@ pub trait System: Send + Sync + 'static {
     fn set_hostname(&self, name: &str) -> SysResult;
     /// Sets the link up with the given MTU (None = leave the MTU alone).
     fn ensure_link(&self, link: &str, mtu: Option<u32>) -> SysResult;
-    /// Makes the static addresses of `link` exactly `cidrs`.
+    /// Adds the static addresses `cidrs` to `link` (addresses already there stay).
     fn ensure_addresses(&self, link: &str, cidrs: &[String]) -> SysResult;
     fn ensure_routes(&self, routes: &[RouteSpec]) -> SysResult;
     fn set_resolvers(&self, servers: &[String]) -> SysResult;
     fn set_time_servers(&self, servers: &[String]) -> SysResult;
     fn set_sysctl(&self, key: &str, value: &str) -> SysResult;
     fn write_file(&self, path: &str, content: &str, mode: u32, append: bool) -> SysResult;
+    /// Ethernet links present (where DHCP runs when the config names no interfaces).
+    fn ethernet_links(&self) -> Vec<String>;
+    /// Starts a DHCPv4 client on `link` unless one runs there already.
+    fn start_dhcp(&self, link: &str) -> SysResult;
     fn power(&self, action: PowerAction) -> SysResult;
     /// The kernel log as a buffer that keeps filling (dmesg).
     fn kernel_log(&self) -> LogBuffer;
