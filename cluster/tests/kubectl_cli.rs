@@ -333,7 +333,18 @@ fn create_typed_objects_and_delete_with_wait() {
     // Deleting the namespace deletes its content, then the namespace.
     s.ok(&["delete", "namespace", "team", "--wait", "--timeout=60s"]);
     assert!(s.fail(&["get", "ns", "team"]).contains("not found"));
-    assert_eq!(s.ok(&["get", "cm", "-A", "-o", "name"]).trim(), "");
+    let left = s.ok(&[
+        "get",
+        "cm",
+        "-A",
+        "-o",
+        "custom-columns=NS:.metadata.namespace",
+        "--no-headers",
+    ]);
+    assert!(
+        !left.lines().any(|l| l == "team"),
+        "content of the deleted namespace remains: {left}"
+    );
 }
 
 #[test]
@@ -465,4 +476,40 @@ fn state_survives_a_restart() {
         ]),
         "10.96.0.1"
     );
+}
+
+#[test]
+fn service_account_tokens() {
+    let s = Server::start();
+    s.ok(&["create", "namespace", "app"]);
+    // Every namespace starts with the default service account and the cluster CA.
+    assert_eq!(
+        s.ok(&["-n", "app", "get", "sa", "default", "-o", "name"])
+            .trim(),
+        "serviceaccount/default"
+    );
+    let ca = s.ok(&[
+        "-n",
+        "app",
+        "get",
+        "cm",
+        "kube-root-ca.crt",
+        "-o",
+        "jsonpath={.data.ca\\.crt}",
+    ]);
+    assert!(ca.contains("BEGIN CERTIFICATE"), "{ca}");
+    s.ok(&["-n", "app", "create", "serviceaccount", "robot"]);
+    let token = s.ok(&["-n", "app", "create", "token", "robot", "--duration=1h"]);
+    let robot = s.kubeconfig_with_token("robot", token.trim());
+    let own = s.ok_with_kubeconfig(&robot, &["-n", "app", "get", "sa", "-o", "name"]);
+    assert!(own.contains("serviceaccount/robot"), "{own}");
+    let err = s.fail_with_kubeconfig(&robot, &["-n", "default", "get", "sa"]);
+    assert!(
+        err.contains("User \"system:serviceaccount:app:robot\" cannot list"),
+        "{err}"
+    );
+    // The token dies with its account.
+    s.ok(&["-n", "app", "delete", "sa", "robot"]);
+    let err = s.fail_with_kubeconfig(&robot, &["-n", "app", "get", "sa"]);
+    assert!(err.contains("Unauthorized"), "{err}");
 }

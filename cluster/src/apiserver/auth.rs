@@ -58,6 +58,13 @@ pub fn allowed(user: &UserInfo, attrs: &Attributes<'_>) -> bool {
     if user.is_admin() {
         return true;
     }
+    // Without RBAC: kube-system's service accounts run the cluster's own controllers; other
+    // service accounts may read their own namespace.
+    if let Some(rest) = user.name.strip_prefix("system:serviceaccount:") {
+        let ns = rest.split(':').next().unwrap_or("");
+        return ns == "kube-system"
+            || (matches!(attrs.verb, "get" | "list" | "watch") && attrs.namespace == Some(ns));
+    }
     if user.groups.iter().any(|g| g == "system:nodes")
         && let Some(node) = user.name.strip_prefix("system:node:")
     {
@@ -113,6 +120,28 @@ mod tests {
         assert!(!allowed(
             &user("bob", &["dev"]),
             &attrs("get", "pods", Some("x"), Some("y"))
+        ));
+    }
+
+    #[test]
+    fn service_accounts_read_their_namespace() {
+        let sa = user(
+            "system:serviceaccount:app:robot",
+            &["system:serviceaccounts"],
+        );
+        assert!(allowed(&sa, &attrs("list", "pods", Some("app"), None)));
+        assert!(!allowed(&sa, &attrs("list", "pods", Some("other"), None)));
+        assert!(!allowed(
+            &sa,
+            &attrs("delete", "pods", Some("app"), Some("p"))
+        ));
+        let sys = user(
+            "system:serviceaccount:kube-system:controller",
+            &["system:serviceaccounts"],
+        );
+        assert!(allowed(
+            &sys,
+            &attrs("delete", "pods", Some("app"), Some("p"))
         ));
     }
 

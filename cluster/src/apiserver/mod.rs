@@ -12,7 +12,7 @@ mod handlers;
 mod http;
 mod ipalloc;
 pub mod kubeconfig;
-mod namespaces;
+pub(crate) mod namespaces;
 pub mod objects;
 mod openapi;
 mod patch;
@@ -26,6 +26,7 @@ pub mod status;
 mod storage;
 mod table;
 mod tls;
+pub mod tokens;
 mod validation;
 
 use std::net::SocketAddr;
@@ -56,15 +57,25 @@ pub struct Options {
 /// The shared state of the server.
 pub struct ApiServer {
     pub store: Arc<dyn Store>,
+    /// The cluster CA (PEM), published in every namespace as ConfigMap kube-root-ca.crt.
+    ca_cert: String,
+    tokens: tokens::Signer,
     service_ips: ipalloc::ServiceIps,
     ns_kick: Notify,
     event_lease: Mutex<Option<(Instant, i64)>>,
 }
 
 impl ApiServer {
-    pub fn new(store: Arc<dyn Store>, service_cidr: Ipv4Net) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        service_cidr: Ipv4Net,
+        ca_cert: String,
+        tokens: tokens::Signer,
+    ) -> Self {
         ApiServer {
             store,
+            ca_cert,
+            tokens,
             service_ips: ipalloc::ServiceIps::new(service_cidr),
             ns_kick: Notify::new(),
             event_lease: Mutex::new(None),
@@ -73,6 +84,18 @@ impl ApiServer {
 
     pub(crate) async fn check_namespace_open(&self, ns: &str) -> ApiResult<()> {
         namespaces::check_open(self, ns).await
+    }
+
+    /// The user a bearer token stands for (a service account's, whose account still exists
+    /// with the same uid).
+    pub(crate) async fn authenticate_token(&self, token: &str) -> Option<auth::UserInfo> {
+        let claims = self.tokens.verify(token)?;
+        let def = registry::lookup("", "v1", "serviceaccounts")?;
+        let key = storage::key(def, Some(&claims.namespace), &claims.name);
+        let kv = self.store.get(&key, None).await.ok()??;
+        let sa = storage::decode(&kv).ok()?;
+        let same = sa["metadata"]["uid"].as_str() == Some(claims.uid.as_str());
+        same.then(|| tokens::user_for(&claims))
     }
 
     pub(crate) fn kick_namespace_finalizer(&self) {
@@ -130,7 +153,14 @@ pub async fn start(opts: Options, store: Arc<dyn Store>) -> Result<Running> {
         .await
         .with_context(|| format!("listening on {}", opts.listen))?;
     let addr = listener.local_addr()?;
-    let api = Arc::new(ApiServer::new(store, opts.service_cidr));
+    let sa_key = rcgen::KeyPair::from_pem(&pki.sa_key).context("parsing pki/sa.key")?;
+    let signer = tokens::Signer::from_pkcs8(&sa_key.serialize_der())?;
+    let api = Arc::new(ApiServer::new(
+        store,
+        opts.service_cidr,
+        pki.ca_cert.clone(),
+        signer,
+    ));
     namespaces::bootstrap(&api, addr.port())
         .await
         .map_err(|e| anyhow::anyhow!("bootstrapping namespaces: {}", e.message))?;

@@ -47,6 +47,27 @@ pub async fn bootstrap(api: &ApiServer, api_port: u16) -> ApiResult<()> {
     }
 }
 
+/// What every namespace holds from its start: the `default` service account and the
+/// cluster CA as ConfigMap `kube-root-ca.crt` (for pods talking to the API).
+pub async fn populate(api: &ApiServer, ns: &str) -> ApiResult<()> {
+    let sa = registry::lookup("", "v1", "serviceaccounts").expect("served");
+    let cm = registry::lookup("", "v1", "configmaps").expect("served");
+    let objects = [
+        (sa, json!({"metadata": {"name": "default"}})),
+        (
+            cm,
+            json!({"metadata": {"name": "kube-root-ca.crt"}, "data": {"ca.crt": api.ca_cert}}),
+        ),
+    ];
+    for (def, obj) in objects {
+        match Box::pin(create_object(api, def, Some(ns), obj, false)).await {
+            Ok(_) | Err(ApiError { code: 409, .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// NotFound if `ns` does not exist, Forbidden if it is being deleted.
 pub async fn check_open(api: &ApiServer, ns: &str) -> ApiResult<()> {
     let kv = api

@@ -25,6 +25,8 @@ pub struct Pki {
     pub server_key: String,
     pub admin_cert: String,
     pub admin_key: String,
+    /// Signs service account tokens (PKCS#8 PEM, ECDSA P-256).
+    pub sa_key: String,
 }
 
 fn paths(dir: &Path) -> [PathBuf; 6] {
@@ -72,7 +74,16 @@ pub fn load_or_create(dir: &Path, sans: &[String]) -> Result<Pki> {
         atomic_write(&adm_crt, cert.as_bytes(), 0o644)?;
         (cert, key)
     };
+    let sa_path = dir.join("sa.key");
+    let sa_key = if sa_path.exists() {
+        read(&sa_path)?
+    } else {
+        let key = KeyPair::generate()?.serialize_pem();
+        atomic_write(&sa_path, key.as_bytes(), 0o600)?;
+        key
+    };
     Ok(Pki {
+        sa_key,
         ca_cert: ca_cert_pem,
         ca_key: ca_key_pem,
         server_cert,

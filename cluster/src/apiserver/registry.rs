@@ -182,7 +182,13 @@ pub static RESOURCES: &[ResourceDef] = &[
         namespaced: true,
         short_names: &["sa"],
         categories: &[],
-        subresources: &[],
+        subresources: &[Subresource {
+            name: "token",
+            group: "authentication.k8s.io",
+            version: "v1",
+            kind: "TokenRequest",
+            verbs: &["create"],
+        }],
     },
     ResourceDef {
         group: "",

@@ -120,6 +120,17 @@ async fn route(
     let content_type = header_str(&req, header::CONTENT_TYPE);
     let method = req.method().clone();
 
+    let user = match user {
+        Some(u) => Some(u),
+        None => match header_str(&req, header::AUTHORIZATION).strip_prefix("Bearer ") {
+            Some(token) => Some(
+                api.authenticate_token(token.trim())
+                    .await
+                    .ok_or_else(ApiError::unauthorized)?,
+            ),
+            None => None,
+        },
+    };
     let Some(user) = user else {
         if auth::is_public_path(&path) {
             return simple(request::parse_path(&path)?, &accept);

@@ -186,6 +186,21 @@ impl Server {
         path
     }
 
+    /// A kubeconfig that authenticates with a bearer `token`.
+    pub fn kubeconfig_with_token(&self, name: &str, token: &str) -> PathBuf {
+        let mut k = self.kubeconfig_value();
+        k["users"][0]["user"] = serde_json::json!({"token": token});
+        let path = self.dir.path().join(format!("{name}.kubeconfig"));
+        std::fs::write(&path, serde_yaml_ng::to_string(&k).unwrap()).unwrap();
+        path
+    }
+
+    /// Runs kubectl with another kubeconfig; it must succeed. Returns stdout.
+    pub fn ok_with_kubeconfig(&self, kubeconfig: &Path, args: &[&str]) -> String {
+        let out = self.command(kubeconfig, args).output().unwrap();
+        self.check(args, out, true)
+    }
+
     /// A kubeconfig for `user` in `groups`, with a certificate from the cluster CA.
     pub fn kubeconfig_for(&self, user: &str, groups: &[&str]) -> PathBuf {
         use base64::Engine;

@@ -127,6 +127,7 @@ pub async fn dispatch(call: Call, method: &Method) -> ApiResult<Response<Body>> 
         }
         (Method::POST, false, None) => write::create(&call).await,
         (Method::POST, true, Some("binding")) => sub::bind(&call).await,
+        (Method::POST, true, Some("token")) => sub::token(&call).await,
         (Method::PUT, true, None | Some("status") | Some("finalize")) => write::update(&call).await,
         (Method::PATCH, true, None | Some("status")) => write::patch(&call).await,
         (Method::PUT | Method::PATCH, true, Some("scale")) => {

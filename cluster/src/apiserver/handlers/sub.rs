@@ -162,3 +162,53 @@ pub fn node_agent_missing(call: &Call) -> ApiError {
         call.name()
     ))
 }
+
+/// serviceaccounts/token: a TokenRequest answered with a signed token for the account.
+pub async fn token(call: &Call) -> ApiResult<Response<Body>> {
+    let req = call.parse_body()?;
+    let (sa, _) = call.current().await?;
+    let uid = sa["metadata"]["uid"].as_str().unwrap_or("").to_string();
+    let seconds = req["spec"]["expirationSeconds"].as_i64().unwrap_or(3600);
+    if seconds < 600 {
+        return Err(ApiError::invalid(
+            "authentication.k8s.io",
+            "TokenRequest",
+            call.name(),
+            vec![crate::apiserver::status::Cause::invalid(
+                "spec.expirationSeconds",
+                &json!(seconds),
+                "may not specify a duration less than 10 minutes",
+            )],
+        ));
+    }
+    let audiences: Vec<String> = req["spec"]["audiences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.as_str().map(String::from))
+        .collect();
+    let audiences = if audiences.is_empty() {
+        vec![crate::apiserver::tokens::ISSUER.to_string()]
+    } else {
+        audiences
+    };
+    let (token, exp) = call.api.tokens.issue(
+        call.ns().unwrap_or(""),
+        call.name(),
+        &uid,
+        &audiences,
+        seconds,
+    )?;
+    let expires = jiff::Timestamp::from_second(exp)
+        .map(|t| t.to_string())
+        .unwrap_or_default();
+    let mut out = req.clone();
+    out["apiVersion"] = json!("authentication.k8s.io/v1");
+    out["kind"] = json!("TokenRequest");
+    out["metadata"] =
+        json!({"name": call.name(), "namespace": call.ns(), "creationTimestamp": now_rfc3339()});
+    out["spec"]["audiences"] = json!(audiences);
+    out["spec"]["expirationSeconds"] = json!(seconds);
+    out["status"] = json!({"token": token, "expirationTimestamp": expires});
+    ok(201, &out)
+}

@@ -156,6 +156,11 @@ pub async fn create_object(
             other => other.into(),
         })?;
     meta_mut(&mut obj).insert("resourceVersion".into(), json!(rev.to_string()));
+    if def.kind == "Namespace"
+        && let Err(e) = crate::apiserver::namespaces::populate(api, &name).await
+    {
+        tracing::warn!("populating namespace {name}: {}", e.message);
+    }
     Ok(obj)
 }
 

@@ -543,6 +543,29 @@ pub static MESSAGES: &[Msg] = &[
         ],
     },
     Msg {
+        name: "api.authentication.v1.TokenRequest",
+        fields: &[
+            Field {
+                tag: 1,
+                json: "metadata",
+                ty: Ty::Msg("apimachinery.pkg.apis.meta.v1.ObjectMeta"),
+                repeated: false,
+            },
+            Field {
+                tag: 2,
+                json: "spec",
+                ty: Ty::Msg("api.authentication.v1.TokenRequestSpec"),
+                repeated: false,
+            },
+            Field {
+                tag: 3,
+                json: "status",
+                ty: Ty::Msg("api.authentication.v1.TokenRequestStatus"),
+                repeated: false,
+            },
+        ],
+    },
+    Msg {
         name: "apimachinery.pkg.apis.meta.v1.ObjectMeta",
         fields: &[
             Field {
@@ -2136,6 +2159,46 @@ pub static MESSAGES: &[Msg] = &[
                 tag: 2,
                 json: "resourceVersion",
                 ty: Ty::Str,
+                repeated: false,
+            },
+        ],
+    },
+    Msg {
+        name: "api.authentication.v1.TokenRequestSpec",
+        fields: &[
+            Field {
+                tag: 1,
+                json: "audiences",
+                ty: Ty::Str,
+                repeated: true,
+            },
+            Field {
+                tag: 4,
+                json: "expirationSeconds",
+                ty: Ty::I64,
+                repeated: false,
+            },
+            Field {
+                tag: 3,
+                json: "boundObjectRef",
+                ty: Ty::Msg("api.authentication.v1.BoundObjectReference"),
+                repeated: false,
+            },
+        ],
+    },
+    Msg {
+        name: "api.authentication.v1.TokenRequestStatus",
+        fields: &[
+            Field {
+                tag: 1,
+                json: "token",
+                ty: Ty::Str,
+                repeated: false,
+            },
+            Field {
+                tag: 2,
+                json: "expirationTimestamp",
+                ty: Ty::Msg("apimachinery.pkg.apis.meta.v1.Time"),
                 repeated: false,
             },
         ],
@@ -3762,6 +3825,35 @@ pub static MESSAGES: &[Msg] = &[
             ty: Ty::Msg("api.networking.v1.IngressLoadBalancerIngress"),
             repeated: true,
         }],
+    },
+    Msg {
+        name: "api.authentication.v1.BoundObjectReference",
+        fields: &[
+            Field {
+                tag: 1,
+                json: "kind",
+                ty: Ty::Str,
+                repeated: false,
+            },
+            Field {
+                tag: 2,
+                json: "apiVersion",
+                ty: Ty::Str,
+                repeated: false,
+            },
+            Field {
+                tag: 3,
+                json: "name",
+                ty: Ty::Str,
+                repeated: false,
+            },
+            Field {
+                tag: 4,
+                json: "uId",
+                ty: Ty::Str,
+                repeated: false,
+            },
+        ],
     },
     Msg {
         name: "apimachinery.pkg.apis.meta.v1.FieldsV1",
