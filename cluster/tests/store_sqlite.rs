@@ -154,3 +154,22 @@ async fn lagging_watcher_catches_up_from_the_log() {
     let r = s.create("/lag/end", b"x".to_vec(), None).await.unwrap();
     assert_eq!(w.next().await.unwrap().unwrap().revision(), r);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_writer_per_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let first = SqliteStore::open(&path).await.unwrap();
+    // A second store on the same file in this or another process would be a second writer.
+    let lock = std::fs::File::open(dir.path().join("state.db.lock")).unwrap();
+    assert!(
+        matches!(lock.try_lock(), Err(std::fs::TryLockError::WouldBlock)),
+        "the writer lock is held while the store is open"
+    );
+    drop(lock);
+    let r = first.create("/one", b"1".to_vec(), None).await.unwrap();
+    drop(first);
+    // Once the first store is gone, the database opens again (waiting for its writer to stop).
+    let again = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(again.current_revision().await.unwrap(), r);
+}

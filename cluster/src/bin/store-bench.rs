@@ -174,43 +174,34 @@ async fn bench_watch(
     (percentile(&lat, 0.5), percentile(&lat, 0.99))
 }
 
-async fn run_all(
+/// Runs step `step` (each write level, then the range, then the watch) on one backend.
+/// The backends take turns step by step, so background noise hits both alike.
+async fn run_step(
     store: &Arc<dyn Store>,
     scale: &Scale,
+    step: usize,
     label: &str,
 ) -> Vec<(String, f64, &'static str)> {
     let mut out = Vec::new();
-    for &(writers, total) in &scale.writes {
+    if let Some(&(writers, total)) = scale.writes.get(step) {
         eprintln!("{label}: {total} creates from {writers} writers...");
         let (rate, p50, p99) = bench_writes(store, writers, total).await;
         out.push((format!("creates/s, {writers} writers"), rate, "/s"));
         out.push((format!("create p50, {writers} writers"), ms(p50), "ms"));
         out.push((format!("create p99, {writers} writers"), ms(p99), "ms"));
+    } else if step == scale.writes.len() {
+        eprintln!("{label}: range of {} keys...", scale.range_keys);
+        let (full, paged) = bench_range(store, scale.range_keys).await;
+        let keys = scale.range_keys;
+        out.push((format!("range {keys} keys, one read"), ms(full), "ms"));
+        out.push((format!("range {keys} keys, pages of 500"), ms(paged), "ms"));
+    } else {
+        eprintln!("{label}: watch delivery to {} watchers...", scale.watchers);
+        let (p50, p99) = bench_watch(store, scale.watchers, scale.watch_writes).await;
+        let n = scale.watchers;
+        out.push((format!("watch delivery p50, {n} watchers"), ms(p50), "ms"));
+        out.push((format!("watch delivery p99, {n} watchers"), ms(p99), "ms"));
     }
-    eprintln!("{label}: range of {} keys...", scale.range_keys);
-    let (full, paged) = bench_range(store, scale.range_keys).await;
-    out.push((
-        format!("range {} keys, one read", scale.range_keys),
-        ms(full),
-        "ms",
-    ));
-    out.push((
-        format!("range {} keys, pages of 500", scale.range_keys),
-        ms(paged),
-        "ms",
-    ));
-    eprintln!("{label}: watch delivery to {} watchers...", scale.watchers);
-    let (p50, p99) = bench_watch(store, scale.watchers, scale.watch_writes).await;
-    out.push((
-        format!("watch delivery p50, {} watchers", scale.watchers),
-        ms(p50),
-        "ms",
-    ));
-    out.push((
-        format!("watch delivery p99, {} watchers", scale.watchers),
-        ms(p99),
-        "ms",
-    ));
     for (name, value, unit) in &out {
         eprintln!("{label}: {name}: {value:.2}{unit}");
     }
@@ -243,9 +234,6 @@ async fn main() {
             .await
             .expect("open SQLite"),
     );
-    let sqlite_rows = run_all(&sqlite, &scale, "sqlite").await;
-    drop(sqlite);
-
     let etcd_process = EtcdProcess::start(&dir.join("etcd"))
         .await
         .unwrap_or_else(|e| panic!("store-bench needs etcd: {e}"));
@@ -254,9 +242,12 @@ async fn main() {
             .await
             .expect("connect to etcd"),
     );
-    let etcd_rows = run_all(&etcd, &scale, "etcd").await;
-    drop(etcd);
-    drop(etcd_process);
+    let (mut sqlite_rows, mut etcd_rows) = (Vec::new(), Vec::new());
+    for step in 0..scale.writes.len() + 2 {
+        sqlite_rows.extend(run_step(&sqlite, &scale, step, "sqlite").await);
+        etcd_rows.extend(run_step(&etcd, &scale, step, "etcd").await);
+    }
+    drop((sqlite, etcd, etcd_process));
     let _ = std::fs::remove_dir_all(&dir);
 
     let rows: Vec<Row> = sqlite_rows

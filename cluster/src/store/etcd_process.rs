@@ -57,6 +57,7 @@ impl EtcdProcess {
             .arg(format!("--listen-peer-urls={peer_url}"))
             .arg(format!("--initial-advertise-peer-urls={peer_url}"))
             .arg(format!("--initial-cluster=local={peer_url}"))
+            .arg("--logger=zap")
             .arg("--log-level=error")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

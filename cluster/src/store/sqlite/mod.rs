@@ -75,15 +75,22 @@ impl SqliteStore {
     ) -> Result<SqliteStore, StoreError> {
         let path = path.as_ref().to_path_buf();
         let writer_path = path.clone();
-        let conn = tokio::task::spawn_blocking(move || schema::open_writer(&writer_path))
-            .await
-            .map_err(|e| StoreError::other("open", e))??;
+        let (lock, conn) = tokio::task::spawn_blocking(move || {
+            let lock = schema::lock_writer(&writer_path)?;
+            Ok::<_, StoreError>((lock, schema::open_writer(&writer_path)?))
+        })
+        .await
+        .map_err(|e| StoreError::other("open", e))??;
         let (writer, requests) = mpsc::channel(WRITE_QUEUE);
         let (events, _) = broadcast::channel(options.watch_buffer.max(1));
         let thread_events = events.clone();
         std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer::run(conn, requests, thread_events))
+            .spawn(move || {
+                writer::run(conn, requests, thread_events);
+                // Released only now, after the writer connection is closed.
+                drop(lock);
+            })
             .map_err(|e| StoreError::other("start writer thread", e))?;
         let inner = Arc::new(Inner {
             readers: Arc::new(Readers::new(path.clone())),

@@ -50,6 +50,47 @@ fn sql_err(context: &str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
     move |e| StoreError::other(context, e)
 }
 
+/// How long opening waits for another writer of the same database to go away (e.g. a store
+/// that was just dropped and whose writer thread is still closing).
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// Takes the exclusive lock that makes this process the database's only writer (the writer
+/// keeps the revision counter in memory, so two writers must never share a database).
+/// The lock is `<path>.lock`, held until the returned file is dropped or the process dies.
+pub(super) fn lock_writer(path: &Path) -> Result<std::fs::File, StoreError> {
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let lock_path = std::path::PathBuf::from(lock_path);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| StoreError::other(&format!("open {}", lock_path.display()), e))?;
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Other(format!(
+                    "{} is in use by another store (lock {} is held)",
+                    path.display(),
+                    lock_path.display()
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(StoreError::other(
+                    &format!("lock {}", lock_path.display()),
+                    e,
+                ));
+            }
+        }
+    }
+}
+
 /// Opens (creating if needed) the database for the single writer and sets it up.
 ///
 /// `synchronous = FULL` in WAL mode fsyncs the WAL at every commit, so a write acknowledged
