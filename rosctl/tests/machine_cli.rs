@@ -204,6 +204,55 @@ fn maintenance_apply_then_mutual_tls_commands() {
         std::fs::read_to_string(cli.path("node/state/config.yaml")).unwrap(),
         before
     );
+
+    // patch and edit read the running config, change it and apply it.
+    let patched = cli.ok(&[
+        "-n",
+        n,
+        "patch",
+        "machineconfig",
+        "--patch",
+        r#"{"machine":{"network":{"hostname":"patched"}}}"#,
+    ]);
+    assert!(
+        patched.contains("+ machine.network.hostname: \"patched\""),
+        "{patched}"
+    );
+    assert!(cli.ok(&["-n", n, "hostname"]).contains("patched"));
+    let editor = cli.path("editor.sh");
+    std::fs::write(
+        &editor,
+        "#!/bin/sh\nsed -i 's/hostname: patched/hostname: edited/' \"$1\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&editor, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_rosctl"))
+        .args(["-n", n, "edit", "mc"])
+        .current_dir(cli.dir.path())
+        .env("HOME", cli.dir.path())
+        .env("ROSCONFIG", cli.path("rosconfig"))
+        .env("EDITOR", &editor)
+        .env_remove("VISUAL")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("~ machine.network.hostname: \"patched\" -> \"edited\""),
+        "{stdout}"
+    );
+
+    // reboot --wait returns once the node answers again (dev mode simulates the boot).
+    let rebooted = cli.ok(&["-n", n, "reboot", "--wait"]);
+    assert!(rebooted.contains("back (configured)"), "{rebooted}");
+    assert!(
+        cli.ok(&["-n", n, "hostname"]).contains("edited"),
+        "the stored config survives the reboot"
+    );
 }
 
 #[test]

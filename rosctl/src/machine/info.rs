@@ -18,6 +18,13 @@ pub struct VersionArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct RebootArgs {
+    /// Wait until each node is back and answering.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+#[derive(Args, Debug)]
 pub struct ResetArgs {
     /// Stop services cleanly before wiping.
     #[arg(long)]
@@ -76,6 +83,60 @@ pub async fn power(t: &Targets, p: Power) -> anyhow::Result<bool> {
         println!("{}: {}", r.node, r.message);
     }
     Ok(failed)
+}
+
+pub async fn reboot(t: &Targets, a: &RebootArgs) -> anyhow::Result<bool> {
+    let mut failed = power(t, Power::Reboot).await?;
+    if !a.wait {
+        return Ok(failed);
+    }
+    for node in &t.nodes {
+        match wait_until_up(node, &t.creds).await {
+            Ok(mode) => println!("{node}: back ({mode})"),
+            Err(e) => {
+                failed = true;
+                eprintln!("node {node}: {e:#}");
+            }
+        }
+    }
+    Ok(failed)
+}
+
+/// Polls the node until it answers with a settled stage (10 minutes at most).
+async fn wait_until_up(node: &str, creds: &ros_api::client::Credentials) -> anyhow::Result<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    // Give the node time to start going down before polling.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let mut last = String::from("no answer");
+    while std::time::Instant::now() < deadline {
+        match ros_api::client::connect(node, creds).await {
+            Ok(mut c) => match c
+                .get_resource(GetResourceRequest {
+                    r#type: "MachineStatus".into(),
+                    id: "machine".into(),
+                })
+                .await
+            {
+                Ok(r) => {
+                    let spec = r
+                        .into_inner()
+                        .resource
+                        .map(|r| r.spec_json)
+                        .unwrap_or_default();
+                    let v: serde_json::Value = serde_json::from_str(&spec).unwrap_or_default();
+                    let stage = v["stage"].as_str().unwrap_or_default().to_string();
+                    if stage == "configured" || stage == "maintenance" {
+                        return Ok(stage);
+                    }
+                    last = format!("stage {stage}");
+                }
+                Err(s) => last = fanout::status_error(s).to_string(),
+            },
+            Err(e) => last = format!("{e:#}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+    anyhow::bail!("did not come back within 10 minutes (last: {last})")
 }
 
 pub async fn reset(t: &Targets, a: &ResetArgs) -> anyhow::Result<bool> {

@@ -3,6 +3,7 @@
 //! exit status is non-zero if any node failed.
 
 mod apply;
+mod edit;
 mod fanout;
 mod info;
 mod output;
@@ -20,6 +21,10 @@ pub enum MachineCommand {
     Version(info::VersionArgs),
     /// Apply a machine config to nodes.
     ApplyConfig(apply::ApplyArgs),
+    /// Patch the machine config on nodes (`patch machineconfig --patch @p.yaml`).
+    Patch(edit::PatchArgs),
+    /// Edit the machine config in $EDITOR and apply it.
+    Edit(edit::EditArgs),
     /// Get or watch resources (`rosctl get rd` lists the types).
     Get(resources::GetArgs),
     /// List the supervised services.
@@ -33,7 +38,7 @@ pub enum MachineCommand {
     /// Show the kernel log.
     Dmesg(services::DmesgArgs),
     /// Reboot nodes.
-    Reboot,
+    Reboot(info::RebootArgs),
     /// Power nodes off.
     Shutdown,
     /// Wipe STATE and EPHEMERAL and return nodes to maintenance mode.
@@ -144,7 +149,9 @@ async fn dispatch(cmd: MachineCommand, global: &GlobalArgs) -> anyhow::Result<bo
         C::Restart(a) => services::restart(&t, &a).await,
         C::Logs(a) => services::logs(&t, &a).await,
         C::Dmesg(a) => services::dmesg(&t, &a).await,
-        C::Reboot => info::power(&t, info::Power::Reboot).await,
+        C::Reboot(a) => info::reboot(&t, &a).await,
+        C::Patch(a) => edit::patch(&t, &a).await,
+        C::Edit(a) => edit::edit(&t, &a).await,
         C::Shutdown => info::power(&t, info::Power::Shutdown).await,
         C::Reset(a) => info::reset(&t, &a).await,
         C::Hostname => info::hostname(&t).await,
