@@ -15,6 +15,7 @@ pub mod kubeconfig;
 pub(crate) mod namespaces;
 pub mod objects;
 mod openapi;
+mod openapi_v3;
 mod patch;
 pub mod pki;
 mod protobuf;

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use super::ApiServer;
 use super::handlers::{DeleteOptions, create_object, delete_one};
 use super::registry::{self, RESOURCES};
+use super::request::WriteOpts;
 use super::status::{ApiError, ApiResult};
 use super::storage;
 
@@ -27,7 +28,7 @@ pub async fn bootstrap(api: &ApiServer, api_port: u16) -> ApiResult<()> {
             namespaces(),
             None,
             json!({"metadata": {"name": ns}}),
-            false,
+            WriteOpts::default(),
         )
         .await
         {
@@ -41,7 +42,7 @@ pub async fn bootstrap(api: &ApiServer, api_port: u16) -> ApiResult<()> {
         "spec": {"clusterIP": api.service_ips.first().to_string(), "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": api_port}]},
     });
     let services = registry::lookup("", "v1", "services").expect("services are served");
-    match create_object(api, services, Some("default"), svc, false).await {
+    match create_object(api, services, Some("default"), svc, WriteOpts::default()).await {
         Ok(_) | Err(ApiError { code: 409, .. }) => Ok(()),
         Err(e) => Err(e),
     }
@@ -60,7 +61,7 @@ pub async fn populate(api: &ApiServer, ns: &str) -> ApiResult<()> {
         ),
     ];
     for (def, obj) in objects {
-        match Box::pin(create_object(api, def, Some(ns), obj, false)).await {
+        match Box::pin(create_object(api, def, Some(ns), obj, WriteOpts::default())).await {
             Ok(_) | Err(ApiError { code: 409, .. }) => {}
             Err(e) => return Err(e),
         }

@@ -69,9 +69,42 @@ pub fn parse_body(content_type: &str, body: &[u8]) -> ApiResult<Value> {
     Ok(v)
 }
 
+/// The fields of `input` that `normalized` (the typed round trip) dropped: fields the kind
+/// does not have, as paths like `spec.containers[0].imagePullPolice`.
+pub fn unknown_fields(input: &Value, normalized: &Value) -> Vec<String> {
+    fn walk(i: &Value, n: &Value, path: &str, out: &mut Vec<String>) {
+        match (i, n) {
+            (Value::Object(im), Value::Object(nm)) => {
+                for (k, iv) in im {
+                    let p = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    match nm.get(k) {
+                        None if !iv.is_null() => out.push(p),
+                        Some(nv) => walk(iv, nv, &p, out),
+                        None => {}
+                    }
+                }
+            }
+            (Value::Array(ia), Value::Array(na)) => {
+                for (idx, (iv, nv)) in ia.iter().zip(na).enumerate() {
+                    walk(iv, nv, &format!("{path}[{idx}]"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(input, normalized, "", &mut out);
+    out
+}
+
 /// Checks the body's apiVersion/kind against the endpoint (filling them when missing) and
-/// decodes it as the typed kind.
-pub fn check_and_normalize(def: &ResourceDef, mut v: Value) -> ApiResult<Value> {
+/// decodes it as the typed kind. With `strict`, fields the kind does not have are an error
+/// (fieldValidation=Strict); otherwise they are dropped.
+pub fn check_and_normalize(def: &ResourceDef, mut v: Value, strict: bool) -> ApiResult<Value> {
     let want_av = def.api_version();
     let obj = v
         .as_object_mut()
@@ -99,8 +132,23 @@ pub fn check_and_normalize(def: &ResourceDef, mut v: Value) -> ApiResult<Value> 
             )));
         }
     }
-    normalize(def.kind, v)
-        .map_err(|e| ApiError::bad_request(format!("error decoding {}: {e}", def.kind)))
+    let input = strict.then(|| v.clone());
+    let out = normalize(def.kind, v)
+        .map_err(|e| ApiError::bad_request(format!("error decoding {}: {e}", def.kind)))?;
+    if let Some(input) = input {
+        let unknown = unknown_fields(&input, &out);
+        if !unknown.is_empty() {
+            let list: Vec<String> = unknown
+                .iter()
+                .map(|f| format!("unknown field \"{f}\""))
+                .collect();
+            return Err(ApiError::bad_request(format!(
+                "strict decoding error: {}",
+                list.join(", ")
+            )));
+        }
+    }
+    Ok(out)
 }
 
 pub fn meta(v: &Value) -> &Value {
@@ -173,6 +221,17 @@ mod tests {
         assert!(
             err.contains("spec.containers[0].ports[0].containerPort"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_named() {
+        let input = json!({"metadata": {"name": "p", "bogus": 1, "labels": null},
+            "spec": {"containers": [{"name": "c", "image": "i", "imagePullPolice": "x"}]}});
+        let out = normalize("Pod", input.clone()).unwrap();
+        assert_eq!(
+            unknown_fields(&input, &out),
+            ["metadata.bogus", "spec.containers[0].imagePullPolice"]
         );
     }
 

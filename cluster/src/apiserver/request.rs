@@ -22,9 +22,13 @@ pub enum Target {
     ApiVersions,
     ApiGroups,
     ApiGroup(String),
-    ResourceList { group: String, version: String },
+    ResourceList {
+        group: String,
+        version: String,
+    },
     OpenApiV2,
-    OpenApiV3,
+    /// `/openapi/v3` (empty) or one group-version's document (`api/v1`, `apis/apps/v1`).
+    OpenApiV3(String),
     Resource(ResourceRequest),
 }
 
@@ -39,7 +43,7 @@ pub fn parse_path(path: &str) -> ApiResult<Target> {
         ["version"] => Ok(Target::Version),
         ["healthz"] | ["livez"] | ["readyz"] => Ok(Target::Health),
         ["openapi", "v2"] | ["swagger.json"] => Ok(Target::OpenApiV2),
-        ["openapi", "v3", ..] => Ok(Target::OpenApiV3),
+        ["openapi", "v3", rest @ ..] => Ok(Target::OpenApiV3(rest.join("/"))),
         ["api"] => Ok(Target::ApiVersions),
         ["apis"] => Ok(Target::ApiGroups),
         ["api", "v1"] => Ok(Target::ResourceList {
@@ -88,6 +92,14 @@ fn resource(group: &str, version: &str, rest: &[&str], path: &str) -> ApiResult<
     }))
 }
 
+/// How a write is done: for real or not (dryRun), and whether fields the kind does not have
+/// are an error (fieldValidation=Strict) or dropped.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WriteOpts {
+    pub dry_run: bool,
+    pub strict: bool,
+}
+
 /// Query parameters.
 #[derive(Debug, Default)]
 pub struct Query(pub HashMap<String, String>);
@@ -121,6 +133,13 @@ impl Query {
     }
     pub fn dry_run(&self) -> bool {
         self.get("dryRun").is_some()
+    }
+
+    pub fn write(&self) -> WriteOpts {
+        WriteOpts {
+            dry_run: self.dry_run(),
+            strict: self.get("fieldValidation") == Some("Strict"),
+        }
     }
 }
 

@@ -19,7 +19,7 @@ use super::handlers::{self, Call};
 use super::http::{self as h, Body};
 use super::request::{self, Query, Target};
 use super::status::{ApiError, ApiResult};
-use super::{ApiServer, discovery, openapi};
+use super::{ApiServer, discovery, openapi, openapi_v3};
 
 /// The largest request body accepted (Kubernetes' limit is 3 MiB).
 const MAX_BODY: usize = 3 * 1024 * 1024;
@@ -221,7 +221,14 @@ fn simple(target: Target, accept: &str) -> ApiResult<Response<Body>> {
             h::respond(200, openapi::PROTOBUF_CONTENT_TYPE, openapi::v2_protobuf())
         }
         Target::OpenApiV2 => h::json(200, &openapi::v2_json()),
-        Target::OpenApiV3 => return Err(ApiError::path_not_found("/openapi/v3")),
+        Target::OpenApiV3(p) if p.is_empty() => h::json(200, &openapi_v3::index()),
+        Target::OpenApiV3(p) => h::respond(
+            200,
+            "application/json",
+            openapi_v3::document(&p)
+                .ok_or_else(|| ApiError::path_not_found(&format!("/openapi/v3/{p}")))?
+                .to_vec(),
+        ),
         Target::Resource(_) => {
             return Err(ApiError::internal("resource requests are routed elsewhere"));
         }

@@ -50,7 +50,7 @@ pub async fn update_scale(call: &Call, is_patch: bool) -> ApiResult<Response<Bod
         call.def,
         &call.key(),
         Part::Main,
-        call.query.dry_run(),
+        call.query.write(),
         |old| {
             let current = scale_of(old);
             let wanted = match (&kind, &body) {
@@ -113,7 +113,7 @@ pub async fn bind(call: &Call) -> ApiResult<Response<Body>> {
         call.def,
         &call.key(),
         Part::Main,
-        call.query.dry_run(),
+        call.query.write(),
         |old| {
             if old["metadata"]["deletionTimestamp"].is_string() {
                 return Err(ApiError::conflict(
@@ -138,7 +138,7 @@ pub async fn bind(call: &Call) -> ApiResult<Response<Body>> {
     )
     .await?;
     // The PodScheduled condition is status: written through the status part.
-    update_object(&call.api, call.def, &call.key(), Part::Status, call.query.dry_run(), |old| {
+    update_object(&call.api, call.def, &call.key(), Part::Status, call.query.write(), |old| {
         let mut new = old.clone();
         let mut conds: Vec<Value> = old["status"]["conditions"].as_array().cloned().unwrap_or_default();
         conds.retain(|c| c["type"] != "PodScheduled");

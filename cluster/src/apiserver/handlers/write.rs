@@ -10,6 +10,7 @@ use crate::apiserver::ApiServer;
 use crate::apiserver::http::Body;
 use crate::apiserver::objects::{self, meta_mut, meta_str, now_rfc3339};
 use crate::apiserver::registry::ResourceDef;
+use crate::apiserver::request::WriteOpts;
 use crate::apiserver::status::{ApiError, ApiResult, Cause};
 use crate::apiserver::{defaults, patch, storage, validation};
 use crate::store::StoreError;
@@ -42,9 +43,10 @@ pub async fn create_object(
     def: &'static ResourceDef,
     namespace: Option<&str>,
     obj: Value,
-    dry_run: bool,
+    opts: WriteOpts,
 ) -> ApiResult<Value> {
-    let mut obj = objects::check_and_normalize(def, obj)?;
+    let dry_run = opts.dry_run;
+    let mut obj = objects::check_and_normalize(def, obj, opts.strict)?;
     let m = meta_mut(&mut obj);
     if def.namespaced {
         let ns = namespace.unwrap_or("");
@@ -166,7 +168,7 @@ pub async fn create_object(
 
 pub async fn create(call: &Call) -> ApiResult<Response<Body>> {
     let obj = call.parse_body()?;
-    let created = create_object(&call.api, call.def, call.ns(), obj, call.query.dry_run()).await?;
+    let created = create_object(&call.api, call.def, call.ns(), obj, call.query.write()).await?;
     ok(201, &created)
 }
 
@@ -176,9 +178,10 @@ fn prepare_update(
     old: &Value,
     desired: Value,
     part: Part,
+    strict: bool,
 ) -> ApiResult<Value> {
     let name = objects::name(old).to_string();
-    let desired = objects::check_and_normalize(def, desired)?;
+    let desired = objects::check_and_normalize(def, desired, strict)?;
     if let Some(n) = meta_str(&desired, "name")
         && n != name
     {
@@ -283,9 +286,10 @@ pub async fn update_object(
     def: &'static ResourceDef,
     key: &str,
     part: Part,
-    dry_run: bool,
+    opts: WriteOpts,
     mut mutate: impl FnMut(&Value) -> ApiResult<Value>,
 ) -> ApiResult<Value> {
+    let dry_run = opts.dry_run;
     let mut attempts = 0;
     loop {
         attempts += 1;
@@ -294,7 +298,7 @@ pub async fn update_object(
         })?;
         let old = storage::decode(&kv)?;
         let desired = mutate(&old)?;
-        let new = prepare_update(def, &old, desired, part)?;
+        let new = prepare_update(def, &old, desired, part, opts.strict)?;
         if new == old || dry_run {
             return Ok(new);
         }
@@ -350,7 +354,7 @@ pub async fn update(call: &Call) -> ApiResult<Response<Body>> {
         call.def,
         &call.key(),
         part,
-        call.query.dry_run(),
+        call.query.write(),
         |old| {
             // A resourceVersion in the body pins the write to that version: no retry past it.
             if pinned && !first {
@@ -387,14 +391,8 @@ pub async fn patch(call: &Call) -> ApiResult<Response<Body>> {
             ));
         }
         if part == Part::Main && call.api.store.get(&call.key(), None).await?.is_none() {
-            let created = create_object(
-                &call.api,
-                call.def,
-                call.ns(),
-                applied,
-                call.query.dry_run(),
-            )
-            .await?;
+            let created =
+                create_object(&call.api, call.def, call.ns(), applied, call.query.write()).await?;
             return ok(201, &created);
         }
         let obj = update_object(
@@ -402,7 +400,7 @@ pub async fn patch(call: &Call) -> ApiResult<Response<Body>> {
             call.def,
             &call.key(),
             part,
-            call.query.dry_run(),
+            call.query.write(),
             |old| patch::strategic_merge(call.def.kind, old, &applied),
         )
         .await?;
@@ -414,7 +412,7 @@ pub async fn patch(call: &Call) -> ApiResult<Response<Body>> {
         call.def,
         &call.key(),
         part,
-        call.query.dry_run(),
+        call.query.write(),
         |old| patch::apply(kind, call.def.kind, old, body),
     )
     .await?;
