@@ -22,7 +22,9 @@ pub const DEFAULT_MODULES: &[&str] = &[
     "virtio_rng",
     "virtio_balloon",
     "qemu_fw_cfg",
+    // the ACPI power button, which init reads as an evdev device
     "button",
+    "evdev",
     // the root and the writable layers
     "loop",
     "squashfs",

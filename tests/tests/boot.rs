@@ -57,4 +57,45 @@ fn boots_to_machined_and_shuts_down_on_ctrl_alt_del() {
         vm.console_tail(60)
     );
     assert!(!console.contains("Kernel panic"), "{}", vm.console_tail(60));
+    assert_clean_unmount(&console);
+}
+
+/// init reports how its unmounting went; nothing may be left mounted read-write.
+fn assert_clean_unmount(console: &str) {
+    let line = console
+        .lines()
+        .find(|l| l.contains("shutdown:") && l.contains(" unmounted, "))
+        .unwrap_or_else(|| panic!("no unmount summary on the console:\n{console}"));
+    assert!(line.contains(" 0 left as they were"), "{line}");
+}
+
+/// The ACPI power button (QEMU `system_powerdown`) makes init power off cleanly, and QEMU
+/// exits by itself.
+#[test]
+fn power_button_powers_off_cleanly() {
+    let image = image().expect("building the e2e image");
+    let dir = state_dir("power");
+    let (mut vm, _port) = boot(&image, "power", dir.path()).expect("starting QEMU");
+    let timeout = phase_timeout(vm.spec().accel);
+    vm.wait_for_console("machined: started /sbin/machined", timeout)
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    vm.qmp().unwrap().system_powerdown().unwrap();
+    vm.wait_for_console("shutdown: poweroff requested", timeout)
+        .unwrap();
+    let status = vm.wait_exit(timeout).unwrap();
+    let console = vm.console();
+    assert!(status.success(), "QEMU exit status {status}");
+    assert!(
+        console.contains("shutdown: poweroff now"),
+        "{}",
+        vm.console_tail(60)
+    );
+    assert!(
+        console.contains("reboot: Power down"),
+        "the kernel did not power off:\n{}",
+        vm.console_tail(60)
+    );
+    assert!(!console.contains("Kernel panic"), "{}", vm.console_tail(60));
+    assert_clean_unmount(&console);
 }
