@@ -1,8 +1,8 @@
 #!/bin/bash
 # Boots init alone (with the stand-in machined example) in QEMU/TCG on the Debian cloud kernel
 # and checks the console: module loading, root switch, machined restart after SIGKILL, orphan
-# reaping, power-off over the control socket, Ctrl-Alt-Del reboot, and a boot without a root
-# image. Every QEMU is stopped by PID. Needs (Debian): qemu-system-x86 squashfs-tools cpio kmod.
+# reaping, power-off over the control socket, Ctrl-Alt-Del reboot, the ACPI power button, and a
+# boot without a root image. Every QEMU is stopped by PID. Needs (Debian): qemu-system-x86 squashfs-tools cpio kmod.
 # Usage: init/qemu-smoke.sh [WORKDIR]   (default: target/init-smoke)
 set -euo pipefail
 
@@ -29,7 +29,7 @@ VMLINUZ=kernel/boot/vmlinuz-$KVER
   cargo build -q --release --target x86_64-unknown-linux-gnu -p init --bins --examples)
 BIN="$ROOT/target/x86_64-unknown-linux-gnu/release"
 
-MODULES="loop squashfs virtio_pci virtio_blk virtio_net virtio_rng"
+MODULES="loop squashfs virtio_pci virtio_blk virtio_net virtio_rng button evdev"
 
 # build NAME [--no-root]: an initramfs as the imager lays it out (contracts section 3).
 build() {
@@ -54,20 +54,21 @@ build() {
   (cd "$d/initrd" && find . | LC_ALL=C sort | cpio -o -H newc --quiet -R 0:0) | gzip -1 > "$d/initrd.img"
 }
 
-# boot NAME APPEND [WAIT_FOR_LINE]: boots; with WAIT_FOR_LINE, sends Ctrl-Alt-Del once it shows.
+# boot NAME APPEND [WAIT_FOR_LINE MONITOR_COMMAND]: boots; once WAIT_FOR_LINE shows on the
+# console, sends MONITOR_COMMAND to the QEMU monitor.
 boot() {
-  local d="$1" append="$2" cad="${3:-}" qpid rc i
+  local d="$1" append="$2" cad="${3:-}" command="${4:-}" qpid i
   qemu-system-x86_64 -accel tcg -m 512 -nographic -no-reboot -device virtio-rng-pci \
     -monitor "unix:$d/monitor.sock,server,nowait" -kernel "$VMLINUZ" -initrd "$d/initrd.img" \
     -append "console=ttyS0 ros.platform=qemu ros.debug panic=-1 $append" >"$d/console.log" 2>&1 &
   qpid=$!
   trap "kill $qpid 2>/dev/null || true" EXIT
   if [ -n "$cad" ]; then
-    for i in $(seq 1 240); do grep -q "$cad" "$d/console.log" && break; sleep 0.5; done
-    python3 - "$d/monitor.sock" <<'PY'
+    for i in $(seq 1 240); do grep -qs "$cad" "$d/console.log" && break; sleep 0.5; done
+    python3 - "$d/monitor.sock" "$command" <<'PY'
 import socket, sys, time
 s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); time.sleep(0.3); s.recv(4096)
-s.sendall(b"sendkey ctrl-alt-delete\n"); time.sleep(0.5)
+s.sendall(sys.argv[2].encode() + b"\n"); time.sleep(0.5)
 PY
   fi
   for i in $(seq 1 240); do kill -0 "$qpid" 2>/dev/null || break; sleep 0.5; done
@@ -93,11 +94,14 @@ expect poweroff 'modules: 1[0-9] loaded, 0 already present, 0 built in, 0 failed
   'sending SIGKILL to the processes left' '11 unmounted, 0 remounted read-only, 0 left' 'reboot: Power down'
 [ "$(grep -c 'machined: started' poweroff/console.log)" -ge 2 ] || { echo "FAIL poweroff: machined not restarted" >&2; FAILED=1; }
 
-build cad && boot cad "standin.stay" "standin.stay: waiting"
+build cad && boot cad "standin.stay" "standin.stay: waiting" "sendkey ctrl-alt-delete"
 expect cad 'shutdown: reboot requested' 'reboot: Restarting system'
+
+build button && boot button "standin.stay" "standin.stay: waiting" "system_powerdown"
+expect button 'power button: watching 1 device' 'power button pressed' 'shutdown: poweroff requested' 'reboot: Power down'
 
 build noroot --no-root && boot noroot ""
 expect noroot 'no root image at /rootfs.sqsh' 'machined: started /sbin/machined' 'reboot: Power down'
 
-grep -h 'boot timing' poweroff/console.log cad/console.log noroot/console.log || true
+grep -h 'boot timing' poweroff/console.log cad/console.log button/console.log noroot/console.log || true
 if [ "$FAILED" = 0 ]; then echo "init QEMU smoke: all boots passed (logs in $WORK/*/console.log)"; else exit 1; fi

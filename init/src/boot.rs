@@ -54,6 +54,10 @@ pub fn boot(sys: &mut impl System) -> Booted {
             ),
         }
     });
+    step("power button", || match sys.watch_power_button() {
+        0 => info!("power button: none found (needs the button and evdev modules)"),
+        n => info!("power button: watching {n} device(s)"),
+    });
     Booted { cmdline, root }
 }
 
@@ -241,6 +245,7 @@ mod tests {
                 .any(|op| matches!(op, Op::ListenControl(_)))
         );
         assert!(!sys.ops().contains(&Op::WaitRandom), "the RNG was ready");
+        assert_eq!(sys.ops().last(), Some(&Op::WatchPowerButton));
     }
 
     #[test]

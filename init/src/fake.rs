@@ -31,6 +31,7 @@ pub enum Op {
     Kill(Pid, Signal),
     ListenControl(PathBuf),
     StopControl,
+    WatchPowerButton,
     DisableCad,
     Sync,
     Reboot(PowerAction),
@@ -42,6 +43,7 @@ pub enum Scripted {
     Exit(Pid, ExitStatus),
     Signal(Signal),
     Control(PowerAction),
+    PowerButton,
     /// wait_events panics, as a bug in PID 1 would.
     Panic,
 }
@@ -395,6 +397,11 @@ impl System for FakeSystem {
         Ok(())
     }
 
+    fn watch_power_button(&mut self) -> usize {
+        self.record(Op::WatchPowerButton);
+        1
+    }
+
     fn stop_control(&mut self) {
         self.record(Op::StopControl);
     }
@@ -434,6 +441,7 @@ impl System for FakeSystem {
                 }
                 Scripted::Signal(signal) => return vec![Event::Signal(signal)],
                 Scripted::Control(action) => return vec![Event::Control(action)],
+                Scripted::PowerButton => return vec![Event::PowerButton],
                 Scripted::Panic => panic!("scripted panic in wait_events"),
             }
         }

@@ -74,6 +74,7 @@ pub fn machined_supervisor(booted: &Booted, now: Duration) -> Supervisor {
 pub fn power_request(event: Event) -> Option<PowerAction> {
     match event {
         Event::Control(action) => Some(action),
+        Event::PowerButton => Some(PowerAction::Poweroff),
         Event::Signal(Signal::SIGINT | Signal::SIGTERM) => Some(PowerAction::Reboot),
         Event::Signal(Signal::SIGPWR | Signal::SIGUSR2) => Some(PowerAction::Poweroff),
         Event::Signal(_) => None,
@@ -259,6 +260,23 @@ mod tests {
             power_request(Event::Control(PowerAction::Halt)),
             Some(PowerAction::Halt)
         );
+        assert_eq!(
+            power_request(Event::PowerButton),
+            Some(PowerAction::Poweroff)
+        );
+    }
+
+    #[test]
+    fn the_power_button_powers_off() {
+        let mut sys = FakeSystem::new();
+        sys.add_file(MACHINED, "elf");
+        let mut sup = machined_supervisor(&booted(), sys.now());
+        sys.at(secs(7), Scripted::PowerButton);
+        assert_eq!(
+            serve(&mut sys, &mut sup, Duration::ZERO),
+            PowerAction::Poweroff
+        );
+        assert_eq!(sys.now(), secs(7));
     }
 
     #[test]

@@ -45,7 +45,8 @@ pub fn run(
     policy: &Policy,
 ) -> std::io::Error {
     info!("shutdown: {action} requested");
-    // Requests during shutdown would go unanswered, and the socket keeps /run busy.
+    // Requests during shutdown would go unanswered, and open sockets and devices keep
+    // /run and /dev busy.
     sys.stop_control();
     if let Some(pid) = supervisor.stop() {
         info!("shutdown: asking machined (pid {pid}) to stop its services");

@@ -65,6 +65,8 @@ pub enum Event {
     Signal(Signal),
     /// A valid request arrived on the control socket and was answered `ok`.
     Control(PowerAction),
+    /// The ACPI power button was pressed.
+    PowerButton,
 }
 
 /// A mount(2) call.
@@ -158,7 +160,10 @@ pub trait System {
     // Events.
     /// Start answering the control protocol on a Unix socket at `path`.
     fn listen_control(&mut self, path: &Path) -> io::Result<()>;
-    /// Close the control socket and remove its file (so /run can be unmounted).
+    /// Watch the ACPI power button; returns how many button devices were found.
+    fn watch_power_button(&mut self) -> usize;
+    /// Stop taking requests: close the control socket (removing its file) and the power button
+    /// devices, which would otherwise keep /run and /dev busy at unmount time.
     fn stop_control(&mut self);
     /// Block until something happens or `timeout` passes (None: no timeout).
     fn wait_events(&mut self, timeout: Option<Duration>) -> Vec<Event>;

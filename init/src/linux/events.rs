@@ -13,6 +13,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
+use super::power_button;
 use crate::console::{info, warning};
 use crate::control;
 use crate::power::PowerAction;
@@ -38,6 +39,7 @@ pub fn handled_signals() -> SigSet {
 pub struct EventSource {
     signals: SignalFd,
     control: Option<UnixListener>,
+    buttons: Vec<std::fs::File>,
 }
 
 impl EventSource {
@@ -46,6 +48,7 @@ impl EventSource {
         Ok(EventSource {
             signals,
             control: None,
+            buttons: Vec::new(),
         })
     }
 
@@ -64,7 +67,19 @@ impl EventSource {
         Ok(())
     }
 
+    pub fn watch_power_buttons(&mut self) -> usize {
+        self.buttons.clear();
+        for name in power_button::find(Path::new("/sys/class/input")) {
+            match power_button::open(&name) {
+                Ok(device) => self.buttons.push(device),
+                Err(e) => warning!("power button /dev/input/{name}: {e}"),
+            }
+        }
+        self.buttons.len()
+    }
+
     pub fn stop_listening(&mut self) {
+        self.buttons.clear();
         if let Some(listener) = self.control.take()
             && let Ok(addr) = listener.local_addr()
             && let Some(path) = addr.as_pathname()
@@ -81,10 +96,14 @@ impl EventSource {
                 PollTimeout::try_from(ms.min(i32::MAX as u128)).unwrap_or(PollTimeout::MAX)
             }
         };
-        let control_ready = {
+        let (control_ready, buttons_ready) = {
             let mut fds = vec![PollFd::new(self.signals.as_fd(), PollFlags::POLLIN)];
             if let Some(listener) = &self.control {
                 fds.push(PollFd::new(listener.as_fd(), PollFlags::POLLIN));
+            }
+            let first_button = fds.len();
+            for device in &self.buttons {
+                fds.push(PollFd::new(device.as_fd(), PollFlags::POLLIN));
             }
             match poll(&mut fds, timeout) {
                 Ok(_) => {}
@@ -95,9 +114,16 @@ impl EventSource {
                     return Vec::new();
                 }
             }
-            fds.get(1)
-                .and_then(PollFd::revents)
-                .is_some_and(|r| r.contains(PollFlags::POLLIN))
+            let readable =
+                |fd: &PollFd<'_>| fd.revents().is_some_and(|r| r.contains(PollFlags::POLLIN));
+            let control_ready = self.control.is_some() && readable(&fds[1]);
+            let buttons_ready: Vec<usize> = fds[first_button..]
+                .iter()
+                .enumerate()
+                .filter(|(_, fd)| readable(fd))
+                .map(|(i, _)| i)
+                .collect();
+            (control_ready, buttons_ready)
         };
         let mut events = Vec::new();
         while let Ok(Some(info)) = self.signals.read_signal() {
@@ -107,6 +133,14 @@ impl EventSource {
         }
         if control_ready {
             self.accept_all(&mut events);
+        }
+        let mut pressed = false;
+        for i in buttons_ready {
+            pressed |= power_button::read_pressed(&mut self.buttons[i]);
+        }
+        if pressed {
+            info!("power button pressed");
+            events.push(Event::PowerButton);
         }
         events
     }

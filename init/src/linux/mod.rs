@@ -4,6 +4,7 @@
 mod events;
 mod loopdev;
 mod netdev;
+mod power_button;
 
 use std::ffi::CStr;
 use std::fs::{self, File};
@@ -313,6 +314,13 @@ impl System for LinuxSystem {
         match self.events() {
             Some(events) => events.listen(path),
             None => Err(io::Error::other("no event source (signalfd failed)")),
+        }
+    }
+
+    fn watch_power_button(&mut self) -> usize {
+        match self.events() {
+            Some(events) => events.watch_power_buttons(),
+            None => 0,
         }
     }
 
