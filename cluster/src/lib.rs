@@ -1,3 +1,6 @@
 //! Control plane and node agent.
 pub mod apiserver;
+pub mod controllers;
+pub mod leader;
+pub mod scheduler;
 pub mod store;

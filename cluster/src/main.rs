@@ -30,6 +30,12 @@ enum Command {
         /// Extra DNS names or IP addresses for the serving certificate (repeatable).
         #[arg(long = "tls-san")]
         tls_sans: Vec<String>,
+        /// Run only the API server, without the in-process scheduler and controller manager.
+        #[arg(long)]
+        disable_controllers: bool,
+        /// Range node pod CIDRs (one /24 per node) are allocated from.
+        #[arg(long, default_value = "10.244.0.0/16")]
+        cluster_cidr: ipnet::Ipv4Net,
     },
 }
 
@@ -51,6 +57,8 @@ fn main() -> Result<()> {
                 listen,
                 service_cidr,
                 tls_sans,
+                disable_controllers,
+                cluster_cidr,
             } => {
                 std::fs::create_dir_all(&data_dir)
                     .with_context(|| format!("creating {}", data_dir.display()))?;
@@ -65,6 +73,16 @@ fn main() -> Result<()> {
                     tls_sans,
                 };
                 let running = cluster::apiserver::start(opts, Arc::new(store)).await?;
+                if !disable_controllers {
+                    let client =
+                        cluster::controllers::manager::client_from_kubeconfig(&running.kubeconfig)
+                            .await?;
+                    let copts = cluster::controllers::Options {
+                        cluster_cidr,
+                        ..Default::default()
+                    };
+                    cluster::controllers::manager::spawn(client, copts, Default::default());
+                }
                 tokio::select! {
                     r = running.wait() => r,
                     _ = tokio::signal::ctrl_c() => Ok(()),

@@ -1,0 +1,190 @@
+//! For scheduler and controller tests: a kube client for a `cluster server`, simulated
+//! nodes (Node objects with a Ready status, as a node agent would report) and a simulated
+//! kubelet that marks bound pods Running/Ready with an IP and finishes deleted pods.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Config};
+use serde_json::json;
+
+pub async fn client(kubeconfig: &std::path::Path) -> Client {
+    let kc = Kubeconfig::read_from(kubeconfig).expect("reading the kubeconfig");
+    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("kube config");
+    Client::try_from(config).expect("kube client")
+}
+
+/// Creates a Ready node with `labels`, 4 cpus, 8Gi and 110 pods allocatable.
+pub async fn add_node(c: &Client, name: &str, labels: &[(&str, &str)]) -> Node {
+    let nodes: Api<Node> = Api::all(c.clone());
+    let labels: BTreeMap<String, String> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .chain([("kubernetes.io/hostname".to_string(), name.to_string())])
+        .collect();
+    let node: Node = serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": labels},
+        "spec": {},
+    }))
+    .unwrap();
+    nodes.create(&PostParams::default(), &node).await.unwrap();
+    set_node_ready(c, name, "True").await
+}
+
+pub async fn set_node_ready(c: &Client, name: &str, ready: &str) -> Node {
+    let nodes: Api<Node> = Api::all(c.clone());
+    let now = jiff::Timestamp::now().to_string();
+    nodes
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {
+                "capacity": {"cpu": "4", "memory": "8Gi", "pods": "110"},
+                "allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"},
+                "conditions": [{"type": "Ready", "status": ready, "reason": "KubeletReady",
+                                "lastHeartbeatTime": now, "lastTransitionTime": now}],
+            }})),
+        )
+        .await
+        .unwrap()
+}
+
+/// Polls `check` every 100 ms until it returns `Some`; panics with `what` after 60 s.
+pub async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Pods not being deleted in `ns` with `selector`.
+pub async fn active_pods(c: &Client, ns: &str, selector: &str) -> Vec<Pod> {
+    let pods: Api<Pod> = Api::namespaced(c.clone(), ns);
+    pods.list(&ListParams::default().labels(selector))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect()
+}
+
+pub fn node_of(p: &Pod) -> Option<String> {
+    p.spec.as_ref().and_then(|s| s.node_name.clone())
+}
+
+/// The simulated kubelet of every node: a bound pod becomes Running and (unless labelled
+/// `sim/ready: "false"`) Ready with an IP; a pod marked for deletion is removed at once.
+/// Stops when dropped.
+pub struct Kubelet {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Kubelet {
+    pub fn start(c: &Client) -> Kubelet {
+        let c = c.clone();
+        let next_ip = Arc::new(AtomicU32::new(2));
+        let task = tokio::spawn(async move {
+            let pods: Api<Pod> = Api::all(c.clone());
+            watcher(pods, watcher::Config::default())
+                .default_backoff()
+                .applied_objects()
+                .for_each(|p| {
+                    let c = c.clone();
+                    let next_ip = next_ip.clone();
+                    async move {
+                        if let Ok(p) = p {
+                            handle(&c, &p, &next_ip).await;
+                        }
+                    }
+                })
+                .await;
+        });
+        Kubelet { task }
+    }
+}
+
+impl Drop for Kubelet {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn handle(c: &Client, p: &Pod, next_ip: &AtomicU32) {
+    let Some(node) = node_of(p).filter(|n| !n.is_empty()) else {
+        return;
+    };
+    let ns = p.metadata.namespace.clone().unwrap_or_default();
+    let name = p.metadata.name.clone().unwrap_or_default();
+    let api: Api<Pod> = Api::namespaced(c.clone(), &ns);
+    if p.metadata.deletion_timestamp.is_some() {
+        let _ = api
+            .delete(&name, &DeleteParams::default().grace_period(0))
+            .await;
+        return;
+    }
+    let status = p.status.clone().unwrap_or_default();
+    let ready = p
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get("sim/ready"))
+        .is_none_or(|v| v != "false");
+    let want = if ready { "True" } else { "False" };
+    let has = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.status.as_str());
+    if status.phase.as_deref() == Some("Running") && has == Some(want) {
+        return;
+    }
+    let ip = status.pod_ip.clone().unwrap_or_else(|| {
+        let n = next_ip.fetch_add(1, Ordering::Relaxed);
+        format!("10.244.{}.{}", n / 250, n % 250 + 2)
+    });
+    let now = jiff::Timestamp::now().to_string();
+    let _ = api
+        .patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {
+                "phase": "Running",
+                "podIP": ip,
+                "podIPs": [{"ip": ip}],
+                "hostIP": "127.0.0.1",
+                "startTime": now,
+                "conditions": [
+                    {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+                    {"type": "Initialized", "status": "True", "lastTransitionTime": now},
+                    {"type": "ContainersReady", "status": want, "lastTransitionTime": now},
+                    {"type": "Ready", "status": want, "lastTransitionTime": now},
+                ],
+            }})),
+        )
+        .await;
+    let _ = node;
+}
