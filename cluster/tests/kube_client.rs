@@ -184,3 +184,37 @@ async fn watcher_sees_changes() {
         other => panic!("expected Delete, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn metadata_only_get_list_and_watch() {
+    let s = Server::start();
+    let c = client(&s).await;
+    let cms: Api<ConfigMap> = Api::namespaced(c, "default");
+    cms.create(&PostParams::default(), &configmap("meta", "1"))
+        .await
+        .unwrap();
+    let m = cms.get_metadata("meta").await.unwrap();
+    assert_eq!(m.metadata.labels.unwrap()["app"], "kube-test");
+    let list = cms
+        .list_metadata(&ListParams::default().labels("app=kube-test"))
+        .await
+        .unwrap();
+    assert_eq!(list.items.len(), 1);
+    assert_eq!(list.items[0].metadata.name.as_deref(), Some("meta"));
+    let stream = watcher::metadata_watcher(
+        cms.clone(),
+        watcher::Config::default().labels("app=kube-test"),
+    );
+    let mut stream = Box::pin(stream);
+    loop {
+        let ev = tokio::time::timeout(Duration::from_secs(30), stream.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let Event::InitApply(m) = ev {
+            assert_eq!(m.metadata.name.as_deref(), Some("meta"));
+            break;
+        }
+    }
+}

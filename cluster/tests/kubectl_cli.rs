@@ -513,3 +513,57 @@ fn service_account_tokens() {
     let err = s.fail_with_kubeconfig(&robot, &["-n", "app", "get", "sa"]);
     assert!(err.contains("Unauthorized"), "{err}");
 }
+
+#[test]
+fn explain_diff_strict_fields_and_logs() {
+    let s = Server::start();
+    let explain = s.ok(&["explain", "deployment.spec.template.spec.containers.ports"]);
+    assert!(
+        explain.contains("GROUP:      apps") && explain.contains("FIELD: ports <[]ContainerPort>"),
+        "{explain}"
+    );
+    assert!(s.ok(&["explain", "pods"]).contains("KIND:       Pod"));
+    // Unknown fields are an error with kubectl's default (strict) validation...
+    let typo = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n  lables: {a: b}\n";
+    let err = s.fail_stdin(&["apply", "-f", "-"], typo);
+    assert!(err.contains("unknown field \"metadata.lables\""), "{err}");
+    // ...and dropped without it.
+    s.ok_stdin(&["apply", "--validate=false", "-f", "-"], typo);
+    assert_eq!(
+        s.ok(&["get", "cm", "x", "-o", "jsonpath={.metadata.labels}"]),
+        ""
+    );
+    // diff: server-side dry run shows the change and changes nothing.
+    s.ok_stdin(
+        &["apply", "-f", "-"],
+        &yaml_deployment("web", "nginx:1.27", 1),
+    );
+    let out = s.run_stdin_pub(
+        &["diff", "-f", "-"],
+        &yaml_deployment("web", "nginx:1.28", 1),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "kubectl diff exits 1 when there are differences"
+    );
+    let diff = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        diff.contains("-        image: nginx:1.27") && diff.contains("+        image: nginx:1.28"),
+        "{diff}"
+    );
+    assert_eq!(
+        s.ok(&[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}"
+        ]),
+        "nginx:1.27"
+    );
+    // Logs need the node agent: a clear error, not a hang.
+    s.ok_stdin(&["apply", "-f", "-"], "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n  - name: c\n    image: busybox\n");
+    let err = s.fail(&["logs", "p"]);
+    assert!(err.contains("no node agent serves pod default/p"), "{err}");
+}

@@ -100,6 +100,11 @@ impl Server {
         child.wait_with_output().unwrap()
     }
 
+    /// Runs kubectl with `input` on stdin; returns its raw output, whatever the outcome.
+    pub fn run_stdin_pub(&self, args: &[&str], input: &str) -> Output {
+        self.run_stdin(args, input)
+    }
+
     fn check(&self, args: &[&str], out: Output, want_ok: bool) -> String {
         let stdout = String::from_utf8_lossy(&out.stdout).to_string();
         let stderr = String::from_utf8_lossy(&out.stderr).to_string();

@@ -78,6 +78,14 @@ impl Call {
         ApiError::not_found(self.def.group, self.def.plural, self.name())
     }
 
+    /// Whether the client asked for metadata only (PartialObjectMetadata[List]).
+    pub fn wants_metadata(&self) -> bool {
+        self.accept
+            .split(',')
+            .next()
+            .is_some_and(|first| first.replace(' ', "").contains("as=PartialObjectMetadata"))
+    }
+
     pub fn wants_table(&self) -> bool {
         self.accept
             .split(',')
@@ -141,6 +149,11 @@ pub async fn dispatch(call: Call, method: &Method) -> ApiResult<Response<Body>> 
             sub.map(|s| format!("/{s}")).unwrap_or_default()
         ))),
     }
+}
+
+/// An object reduced to its metadata, as PartialObjectMetadata.
+pub fn partial(obj: &Value) -> Value {
+    serde_json::json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj["metadata"]})
 }
 
 pub fn ok(code: u16, v: &Value) -> ApiResult<Response<Body>> {

@@ -14,6 +14,9 @@ use crate::store::StoreError;
 
 pub async fn get(call: &Call) -> ApiResult<Response<Body>> {
     let (obj, _) = call.current().await?;
+    if call.wants_metadata() {
+        return ok(200, &super::partial(&obj));
+    }
     if call.wants_table() {
         let rv = obj["metadata"]["resourceVersion"]
             .as_str()
@@ -163,6 +166,13 @@ pub async fn list(call: &Call) -> ApiResult<Response<Body>> {
     let mut metadata = json!({ "resourceVersion": rev.to_string() });
     if let Some(t) = token {
         metadata["continue"] = json!(t);
+    }
+    if call.wants_metadata() {
+        let items: Vec<Value> = items.iter().map(super::partial).collect();
+        return ok(
+            200,
+            &json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": metadata, "items": items}),
+        );
     }
     ok(
         200,

@@ -18,6 +18,7 @@ const BOOKMARK_EVERY: Duration = Duration::from_secs(15);
 
 struct Encoder {
     table: Option<Value>,
+    metadata_only: bool,
     def: &'static crate::apiserver::registry::ResourceDef,
     query: crate::apiserver::request::Query,
 }
@@ -32,6 +33,7 @@ impl Encoder {
                     .to_string();
                 table::table(self.def, std::slice::from_ref(obj), &self.query, &rv, None)
             }
+            _ if self.metadata_only && kind != "ERROR" => super::partial(obj),
             _ => obj.clone(),
         };
         let mut bytes =
@@ -108,6 +110,7 @@ pub async fn watch(call: Call) -> ApiResult<Response<Body>> {
         .transpose()?;
     let enc = Encoder {
         table: call.wants_table().then(|| json!({})),
+        metadata_only: call.wants_metadata(),
         def: call.def,
         query: call.query_clone(),
     };
