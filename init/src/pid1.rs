@@ -31,11 +31,19 @@ pub fn run(sys: &mut impl System) -> ! {
     let mut supervisor = machined_supervisor(&booted, sys.now());
     loop {
         let action = serve(sys, &mut supervisor, init_started);
-        shutdown::run(sys, &mut supervisor, action, &shutdown::Policy::default());
+        let policy = shutdown::Policy::default();
+        let finished = catch_unwind(AssertUnwindSafe(|| {
+            shutdown::run(sys, &mut supervisor, action, &policy)
+        }));
+        if finished.is_err() {
+            error!("shutdown panicked");
+        }
+        // Still here: reboot(2) failed or the sequence broke. Keep reaping, take requests again.
         error!("PID 1 stays up and keeps reaping; another power request tries again");
         if let Err(e) = sys.listen_control(Path::new(control::SOCKET_PATH)) {
             error!("control: cannot listen again: {e}");
         }
+        sys.watch_power_button();
     }
 }
 

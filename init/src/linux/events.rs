@@ -1,5 +1,5 @@
-//! What wakes PID 1: signals through a signalfd, and requests on the control socket, both
-//! waited on with one poll(2).
+//! What wakes PID 1: signals through a signalfd, requests on the control socket and the ACPI
+//! power button, all waited on with one poll(2).
 
 use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
@@ -96,7 +96,7 @@ impl EventSource {
                 PollTimeout::try_from(ms.min(i32::MAX as u128)).unwrap_or(PollTimeout::MAX)
             }
         };
-        let (control_ready, buttons_ready) = {
+        let (control_ready, buttons_ready, buttons_broken) = {
             let mut fds = vec![PollFd::new(self.signals.as_fd(), PollFlags::POLLIN)];
             if let Some(listener) = &self.control {
                 fds.push(PollFd::new(listener.as_fd(), PollFlags::POLLIN));
@@ -123,7 +123,15 @@ impl EventSource {
                 .filter(|(_, fd)| readable(fd))
                 .map(|(i, _)| i)
                 .collect();
-            (control_ready, buttons_ready)
+            // A device that went away would make every poll return at once.
+            let broken = PollFlags::POLLERR | PollFlags::POLLHUP | PollFlags::POLLNVAL;
+            let buttons_broken: Vec<usize> = fds[first_button..]
+                .iter()
+                .enumerate()
+                .filter(|(_, fd)| fd.revents().is_some_and(|r| r.intersects(broken)))
+                .map(|(i, _)| i)
+                .collect();
+            (control_ready, buttons_ready, buttons_broken)
         };
         let mut events = Vec::new();
         while let Ok(Some(info)) = self.signals.read_signal() {
@@ -141,6 +149,10 @@ impl EventSource {
         if pressed {
             info!("power button pressed");
             events.push(Event::PowerButton);
+        }
+        for i in buttons_broken.into_iter().rev() {
+            warning!("power button device failed; no longer watching it");
+            self.buttons.remove(i);
         }
         events
     }
