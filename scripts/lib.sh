@@ -33,7 +33,12 @@ need_rust() {
 }
 
 # Host tools the build and the tests use, as Debian package:command pairs.
+# protoc: etcd-client's build script compiles etcd's protos with it (our own protos use protox).
+BUILD_PACKAGES=(
+  protobuf-compiler:protoc
+)
 TEST_PACKAGES=(
+  "${BUILD_PACKAGES[@]}"
   etcd-server:etcd
   qemu-system-x86:qemu-system-x86_64
   squashfs-tools:mksquashfs
