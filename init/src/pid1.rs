@@ -30,21 +30,30 @@ pub fn run(sys: &mut impl System) -> ! {
     let booted = boot::boot(sys);
     let mut supervisor = machined_supervisor(&booted, sys.now());
     loop {
-        let action = serve(sys, &mut supervisor, init_started);
-        let policy = shutdown::Policy::default();
-        let finished = catch_unwind(AssertUnwindSafe(|| {
-            shutdown::run(sys, &mut supervisor, action, &policy)
-        }));
-        if finished.is_err() {
-            error!("shutdown panicked");
-        }
-        // Still here: reboot(2) failed or the sequence broke. Keep reaping, take requests again.
-        error!("PID 1 stays up and keeps reaping; another power request tries again");
-        if let Err(e) = sys.listen_control(Path::new(control::SOCKET_PATH)) {
-            error!("control: cannot listen again: {e}");
-        }
-        sys.watch_power_button();
+        serve_and_shut_down(sys, &mut supervisor, init_started);
     }
+}
+
+/// Waits for a power request and carries it out. Returns only if the machine did not go down
+/// (reboot(2) failed or the sequence panicked); requests are taken again by then.
+pub fn serve_and_shut_down(
+    sys: &mut impl System,
+    supervisor: &mut Supervisor,
+    init_started: Duration,
+) {
+    let action = serve(sys, supervisor, init_started);
+    let policy = shutdown::Policy::default();
+    let finished = catch_unwind(AssertUnwindSafe(|| {
+        shutdown::run(sys, supervisor, action, &policy)
+    }));
+    if finished.is_err() {
+        error!("shutdown panicked");
+    }
+    error!("PID 1 stays up and keeps reaping; another power request tries again");
+    if let Err(e) = sys.listen_control(Path::new(control::SOCKET_PATH)) {
+        error!("control: cannot listen again: {e}");
+    }
+    sys.watch_power_button();
 }
 
 /// When everything else failed: reap forever, and nothing else.
@@ -301,6 +310,41 @@ mod tests {
         );
         // Still supervising after the panic: machined was restarted.
         assert_eq!(sys.spawned().len(), 2);
+    }
+
+    #[test]
+    fn a_failed_reboot_leaves_pid_1_serving_requests() {
+        let mut sys = FakeSystem::new();
+        sys.add_file(MACHINED, "elf");
+        let mut sup = machined_supervisor(&booted(), sys.now());
+        sys.at(secs(3), Scripted::Control(PowerAction::Reboot));
+        sys.at(secs(60), Scripted::Signal(Signal::SIGPWR));
+        // The fake's reboot(2) always fails.
+        serve_and_shut_down(&mut sys, &mut sup, Duration::ZERO);
+        let after_first = sys.ops().len();
+        assert_eq!(
+            sys.ops()[after_first - 2],
+            Op::ListenControl(control::SOCKET_PATH.into())
+        );
+        assert_eq!(sys.ops()[after_first - 1], Op::WatchPowerButton);
+        serve_and_shut_down(&mut sys, &mut sup, Duration::ZERO);
+        let reboots: Vec<&Op> = sys
+            .ops()
+            .iter()
+            .filter(|op| matches!(op, Op::Reboot(_)))
+            .collect();
+        assert_eq!(
+            reboots,
+            vec![
+                &Op::Reboot(PowerAction::Reboot),
+                &Op::Reboot(PowerAction::Poweroff)
+            ]
+        );
+        assert_eq!(
+            sup.starts(),
+            1,
+            "machined stays stopped after a shutdown began"
+        );
     }
 
     #[test]
