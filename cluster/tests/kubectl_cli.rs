@@ -567,3 +567,51 @@ fn explain_diff_strict_fields_and_logs() {
     let err = s.fail(&["logs", "p"]);
     assert!(err.contains("no node agent serves pod default/p"), "{err}");
 }
+
+#[test]
+fn foreground_and_orphan_deletes_leave_a_finalizer_for_the_collector() {
+    let s = Server::start_without_controllers();
+    s.ok(&["create", "configmap", "fg", "--from-literal=a=b"]);
+    s.ok(&[
+        "delete",
+        "configmap",
+        "fg",
+        "--cascade=foreground",
+        "--wait=false",
+    ]);
+    let out = s.ok(&[
+        "get",
+        "cm",
+        "fg",
+        "-o",
+        "jsonpath={.metadata.finalizers} {.metadata.deletionTimestamp}",
+    ]);
+    assert!(out.starts_with("[\"foregroundDeletion\"] 20"), "{out}");
+    s.ok(&["create", "configmap", "or", "--from-literal=a=b"]);
+    s.ok(&[
+        "delete",
+        "configmap",
+        "or",
+        "--cascade=orphan",
+        "--wait=false",
+    ]);
+    assert_eq!(
+        s.ok(&["get", "cm", "or", "-o", "jsonpath={.metadata.finalizers}"]),
+        "[\"orphan\"]"
+    );
+    // Removing the finalizer (what the garbage collector does) finishes the delete.
+    s.ok(&[
+        "patch",
+        "cm",
+        "or",
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
+    ]);
+    assert!(s.fail(&["get", "cm", "or"]).contains("not found"));
+    // A background delete (kubectl's default) is immediate.
+    s.ok(&["create", "configmap", "bg", "--from-literal=a=b"]);
+    s.ok(&["delete", "configmap", "bg", "--wait=false"]);
+    assert!(s.fail(&["get", "cm", "bg"]).contains("not found"));
+}

@@ -19,10 +19,15 @@ pub struct Server {
 
 impl Server {
     pub fn start() -> Server {
-        Server::start_in(tempfile::tempdir().unwrap())
+        Server::start_in(tempfile::tempdir().unwrap(), &[])
     }
 
-    fn start_in(dir: tempfile::TempDir) -> Server {
+    /// A server without the in-process scheduler and controllers (the API alone).
+    pub fn start_without_controllers() -> Server {
+        Server::start_in(tempfile::tempdir().unwrap(), &["--disable-controllers"])
+    }
+
+    fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Server {
         assert!(
             Path::new(KUBECTL).exists(),
             "these tests need the real kubectl at {KUBECTL} (Debian package kubectl, or the upstream binary)"
@@ -37,6 +42,7 @@ impl Server {
             .args(["server", "--data-dir"])
             .arg(&data)
             .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -179,7 +185,7 @@ impl Server {
         let _ = std::fs::remove_file(&old.kubeconfig);
         let dir = std::mem::replace(&mut old.dir, tempfile::tempdir().unwrap());
         drop(old);
-        Server::start_in(dir)
+        Server::start_in(dir, &[])
     }
 
     pub fn kubeconfig_without_user(&self) -> PathBuf {

@@ -426,6 +426,9 @@ pub struct DeleteOptions {
     pub precondition_uid: Option<String>,
     pub precondition_rv: Option<String>,
     pub dry_run: bool,
+    /// The finalizer a Foreground (`foregroundDeletion`) or Orphan (`orphan`) delete puts on
+    /// the object; the garbage collector removes it once the dependents are handled.
+    pub propagation_finalizer: Option<&'static str>,
 }
 
 impl DeleteOptions {
@@ -435,15 +438,23 @@ impl DeleteOptions {
         } else {
             objects::parse_body(&call.content_type, &call.body)?
         };
-        if let Some(p) = body["propagationPolicy"]
+        let policy = body["propagationPolicy"]
             .as_str()
-            .or(call.query.get("propagationPolicy"))
-            && !matches!(p, "Foreground" | "Background" | "Orphan")
-        {
-            return Err(ApiError::bad_request(format!(
-                "propagationPolicy: Unsupported value: {p:?}"
-            )));
-        }
+            .or(call.query.get("propagationPolicy"));
+        let propagation_finalizer = match policy {
+            Some("Foreground") => Some("foregroundDeletion"),
+            Some("Orphan") => Some("orphan"),
+            Some("Background") => None,
+            None if body["orphanDependents"] == true || call.query.flag("orphanDependents") => {
+                Some("orphan")
+            }
+            None => None,
+            Some(p) => {
+                return Err(ApiError::bad_request(format!(
+                    "propagationPolicy: Unsupported value: {p:?}: supported values: \"Foreground\", \"Background\", \"Orphan\""
+                )));
+            }
+        };
         Ok(DeleteOptions {
             grace_period: body["gracePeriodSeconds"]
                 .as_i64()
@@ -454,6 +465,7 @@ impl DeleteOptions {
                 .map(String::from),
             dry_run: call.query.dry_run()
                 || body["dryRun"].as_array().is_some_and(|a| !a.is_empty()),
+            propagation_finalizer,
         })
     }
 }
@@ -512,8 +524,15 @@ pub async fn delete_one(
                 0
             }
         });
-        let graceful =
-            def.kind == "Namespace" || !finalizers_empty(&old) || (bound_pod && grace > 0);
+        let needs_finalizer = opts.propagation_finalizer.filter(|f| {
+            !old["metadata"]["finalizers"]
+                .as_array()
+                .is_some_and(|l| l.iter().any(|x| x == f))
+        });
+        let graceful = def.kind == "Namespace"
+            || !finalizers_empty(&old)
+            || needs_finalizer.is_some()
+            || (bound_pod && grace > 0);
         if !graceful {
             if opts.dry_run {
                 return Ok(old);
@@ -531,10 +550,17 @@ pub async fn delete_one(
                 Err(e) => return Err(e.into()),
             }
         }
-        if already && !(bound_pod && grace == 0) {
+        if already && !(bound_pod && grace == 0) && needs_finalizer.is_none() {
             return Ok(old);
         }
         let mut new = old.clone();
+        if let Some(f) = needs_finalizer {
+            let m = meta_mut(&mut new);
+            let list = m.entry("finalizers").or_insert_with(|| json!([]));
+            if let Some(l) = list.as_array_mut() {
+                l.push(json!(f));
+            }
+        }
         let when = if bound_pod {
             let at = jiff::Timestamp::now().as_second() + grace;
             jiff::Timestamp::from_second(at)
@@ -543,7 +569,9 @@ pub async fn delete_one(
         } else {
             now_rfc3339()
         };
-        {
+        // An object already being deleted keeps its deletionTimestamp (only a pod's grace
+        // period may be shortened).
+        if !already || (bound_pod && grace == 0) {
             let m = meta_mut(&mut new);
             m.insert("deletionTimestamp".into(), json!(when));
             m.insert(
