@@ -1,4 +1,5 @@
 //! Control plane and node agent.
+pub mod agent;
 pub mod apiserver;
 pub mod controllers;
 pub mod leader;

@@ -37,6 +37,8 @@ enum Command {
         #[arg(long, default_value = "10.244.0.0/16")]
         cluster_cidr: ipnet::Ipv4Net,
     },
+    /// Run the node agent: register the Node and run its pods through containerd.
+    Agent(cluster::agent::Options),
 }
 
 fn main() -> Result<()> {
@@ -52,6 +54,10 @@ fn main() -> Result<()> {
         .build()?;
     rt.block_on(async {
         match cli.command {
+            Command::Agent(opts) => tokio::select! {
+                r = cluster::agent::run(opts) => r,
+                _ = sigterm() => Ok(()),
+            },
             Command::Server {
                 data_dir,
                 listen,

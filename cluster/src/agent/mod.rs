@@ -1,0 +1,137 @@
+//! The node agent (`cluster agent`): registers the Node, renews its Lease, and runs the
+//! pods bound to it through containerd.
+//!
+//! Not yet: image pulls from registries (images must already be in containerd), volumes,
+//! probes, init containers, logs/exec, pod network (containers share the node's network).
+
+pub mod node;
+pub mod pods;
+pub mod runtime;
+pub mod spec;
+pub mod status;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+/// containerd namespace holding the pods' containers and images.
+pub const CONTAINERD_NAMESPACE: &str = "k8s.io";
+const HEARTBEAT: Duration = Duration::from_secs(10);
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Options {
+    /// Kubeconfig with the agent's credentials for the API server.
+    #[arg(long)]
+    pub kubeconfig: PathBuf,
+    /// Name of this node (default: the machine's hostname).
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// The address reported as the node's InternalIP (default: the address of the default route's interface).
+    #[arg(long)]
+    pub node_ip: Option<std::net::IpAddr>,
+    /// containerd's gRPC socket.
+    #[arg(long, default_value = "/run/containerd/containerd.sock")]
+    pub containerd_socket: PathBuf,
+    /// containerd snapshotter for the containers' root filesystems.
+    #[arg(long, default_value = "overlayfs")]
+    pub snapshotter: String,
+    /// Directory for the agent's state and the containers' log files.
+    #[arg(long, default_value = "/var/lib/ros-agent")]
+    pub root_dir: PathBuf,
+    /// Node labels, key=value (repeatable).
+    #[arg(long = "node-label", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// First CrashLoopBackOff delay in seconds (doubles per restart, up to 300 s).
+    #[arg(long, default_value_t = 10)]
+    pub crash_backoff_seconds: u64,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("--node-label {s:?}: expected key=value"))
+}
+
+/// The address of the interface the default route would use; no packet is sent.
+fn default_ip() -> Option<std::net::IpAddr> {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    s.connect("10.255.255.255:9").ok()?;
+    s.local_addr().ok().map(|a| a.ip())
+}
+
+pub async fn client_from_kubeconfig(path: &std::path::Path) -> Result<kube::Client> {
+    let kc =
+        Kubeconfig::read_from(path).with_context(|| format!("--kubeconfig {}", path.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .with_context(|| format!("--kubeconfig {}", path.display()))?;
+    kube::Client::try_from(config).context("building the API client")
+}
+
+pub async fn run(opts: Options) -> Result<()> {
+    let machine = node::MachineInfo::read()?;
+    let name = opts
+        .node_name
+        .clone()
+        .unwrap_or_else(|| machine.hostname.clone());
+    anyhow::ensure!(
+        !name.is_empty(),
+        "--node-name: empty and the hostname is unknown"
+    );
+    let ip = opts
+        .node_ip
+        .or_else(default_ip)
+        .context("--node-ip: not given and no default route to take it from")?
+        .to_string();
+    std::fs::create_dir_all(&opts.root_dir)
+        .with_context(|| format!("--root-dir {}", opts.root_dir.display()))?;
+    let client = client_from_kubeconfig(&opts.kubeconfig).await?;
+    let runtime = runtime::ContainerRuntime::connect(
+        &opts.containerd_socket,
+        CONTAINERD_NAMESPACE,
+        &opts.snapshotter,
+    )
+    .await?;
+    let agent = node::NodeAgent {
+        client: client.clone(),
+        name: name.clone(),
+        ip: ip.clone(),
+        labels: opts.labels.iter().cloned().collect::<BTreeMap<_, _>>(),
+        machine,
+    };
+    agent.register().await?;
+    tracing::info!(node = %name, %ip, "node registered");
+    let rt = runtime.clone();
+    let heartbeat = tokio::spawn(async move {
+        loop {
+            let version = rt.version().await;
+            if let Err(e) = agent.post_status(&version).await {
+                tracing::warn!(error = format!("{e:#}"), "node status");
+            }
+            if let Err(e) = agent.renew_lease().await {
+                tracing::warn!(error = format!("{e:#}"), "node lease");
+            }
+            tokio::time::sleep(HEARTBEAT).await;
+        }
+    });
+    let worker = pods::PodWorker {
+        client,
+        runtime,
+        node_name: name,
+        host_ip: ip,
+        root_dir: opts.root_dir.clone(),
+        backoff_base: Duration::from_secs(opts.crash_backoff_seconds.max(1)),
+        backoff_max: Duration::from_secs(300),
+        terminating: HashMap::new(),
+    };
+    let result = tokio::select! {
+        r = worker.run() => r,
+        r = heartbeat => r.context("node heartbeat task").map(|_| ()),
+        r = tokio::signal::ctrl_c() => r.context("waiting for a signal"),
+    };
+    tracing::info!("agent stopping; containers keep running");
+    result
+}

@@ -1,0 +1,254 @@
+//! The Node object of this machine: registration, status heartbeat (Ready while
+//! containerd answers) and the node Lease in kube-node-lease.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Node;
+use kube::Client;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+
+pub const LEASE_NAMESPACE: &str = "kube-node-lease";
+pub const LEASE_SECONDS: i32 = 40;
+pub const KUBELET_PORT: u16 = 10250;
+pub const MAX_PODS: u32 = 110;
+
+/// The machine facts a Node reports.
+#[derive(Clone, Debug)]
+pub struct MachineInfo {
+    pub cpus: usize,
+    pub memory_kib: u64,
+    pub kernel: String,
+    pub os_image: String,
+    pub machine_id: String,
+    pub boot_id: String,
+    pub hostname: String,
+}
+
+fn read_trim(path: &str) -> String {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// `MemTotal` of /proc/meminfo in KiB.
+pub fn mem_total_kib(meminfo: &str) -> Option<u64> {
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// PRETTY_NAME of an os-release file.
+pub fn pretty_name(os_release: &str) -> Option<String> {
+    os_release
+        .lines()
+        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+        .map(|v| v.trim_matches('"').to_string())
+}
+
+impl MachineInfo {
+    pub fn read() -> Result<MachineInfo> {
+        let meminfo = std::fs::read_to_string("/proc/meminfo").context("reading /proc/meminfo")?;
+        Ok(MachineInfo {
+            cpus: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            memory_kib: mem_total_kib(&meminfo).context("/proc/meminfo has no MemTotal")?,
+            kernel: read_trim("/proc/sys/kernel/osrelease"),
+            os_image: pretty_name(&std::fs::read_to_string("/etc/os-release").unwrap_or_default())
+                .unwrap_or_else(|| "Linux".to_string()),
+            machine_id: read_trim("/etc/machine-id"),
+            boot_id: read_trim("/proc/sys/kernel/random/boot_id"),
+            hostname: read_trim("/proc/sys/kernel/hostname"),
+        })
+    }
+}
+
+pub struct NodeAgent {
+    pub client: Client,
+    pub name: String,
+    pub ip: String,
+    pub labels: BTreeMap<String, String>,
+    pub machine: MachineInfo,
+}
+
+impl NodeAgent {
+    /// Creates the Node when it does not exist (an existing one is kept: its spec and
+    /// labels may have been changed by the cluster).
+    pub async fn register(&self) -> Result<()> {
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        if nodes
+            .get_opt(&self.name)
+            .await
+            .context("reading the Node")?
+            .is_some()
+        {
+            return Ok(());
+        }
+        let mut labels = self.labels.clone();
+        labels.insert("kubernetes.io/hostname".into(), self.name.clone());
+        labels.insert("kubernetes.io/os".into(), "linux".into());
+        labels.insert(
+            "kubernetes.io/arch".into(),
+            super::runtime::host_arch().into(),
+        );
+        let node: Node = serde_json::from_value(json!({
+            "metadata": {"name": self.name, "labels": labels},
+            "spec": {},
+        }))?;
+        match nodes.create(&PostParams::default(), &node).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+            Err(e) => Err(e).context("creating the Node"),
+        }
+    }
+
+    /// The status this node reports; `runtime` is containerd's version or why it is down.
+    pub fn status(&self, old: Option<&Node>, runtime: &Result<String>) -> Value {
+        let now = jiff::Timestamp::now().to_string();
+        let m = &self.machine;
+        let resources = json!({
+            "cpu": m.cpus.to_string(),
+            "memory": format!("{}Ki", m.memory_kib),
+            "pods": MAX_PODS.to_string(),
+        });
+        let (ready, reason, message) = match runtime {
+            Ok(_) => (
+                "True",
+                "KubeletReady",
+                "ros agent is posting ready status".to_string(),
+            ),
+            Err(e) => (
+                "False",
+                "ContainerRuntimeDown",
+                format!("container runtime is down: {e:#}"),
+            ),
+        };
+        let old_conditions = old
+            .and_then(|n| n.status.as_ref())
+            .and_then(|s| s.conditions.clone())
+            .unwrap_or_default();
+        let condition = |type_: &str, status: &str, reason: &str, message: &str| {
+            let since = old_conditions
+                .iter()
+                .find(|c| c.type_ == type_ && c.status == status)
+                .and_then(|c| c.last_transition_time.as_ref())
+                .map(|t| t.0.to_string())
+                .unwrap_or_else(|| now.clone());
+            json!({"type": type_, "status": status, "reason": reason, "message": message,
+                   "lastHeartbeatTime": now, "lastTransitionTime": since})
+        };
+        json!({
+            "capacity": resources,
+            "allocatable": resources,
+            "addresses": [
+                {"type": "InternalIP", "address": self.ip},
+                {"type": "Hostname", "address": self.name},
+            ],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": KUBELET_PORT}},
+            "nodeInfo": {
+                "machineID": m.machine_id,
+                "systemUUID": m.machine_id,
+                "bootID": m.boot_id,
+                "kernelVersion": m.kernel,
+                "osImage": m.os_image,
+                "containerRuntimeVersion": match runtime {
+                    Ok(v) => format!("containerd://{v}"),
+                    Err(_) => "containerd://unknown".to_string(),
+                },
+                "kubeletVersion": concat!("v1.33.0-ros.", env!("CARGO_PKG_VERSION")),
+                "kubeProxyVersion": "",
+                "operatingSystem": "linux",
+                "architecture": super::runtime::host_arch(),
+            },
+            "conditions": [
+                condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "no memory pressure"),
+                condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "no disk pressure"),
+                condition("PIDPressure", "False", "KubeletHasSufficientPID", "no PID pressure"),
+                condition("Ready", ready, reason, &message),
+            ],
+        })
+    }
+
+    pub async fn post_status(&self, runtime: &Result<String>) -> Result<()> {
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        let old = nodes
+            .get_opt(&self.name)
+            .await
+            .context("reading the Node")?;
+        if old.is_none() {
+            self.register().await?;
+        }
+        let status = self.status(old.as_ref(), runtime);
+        nodes
+            .patch_status(
+                &self.name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": status})),
+            )
+            .await
+            .context("updating the Node status")?;
+        Ok(())
+    }
+
+    /// Creates or renews this node's Lease.
+    pub async fn renew_lease(&self) -> Result<()> {
+        let leases: Api<Lease> = Api::namespaced(self.client.clone(), LEASE_NAMESPACE);
+        let now = jiff::Timestamp::now()
+            .strftime("%Y-%m-%dT%H:%M:%S%.6fZ")
+            .to_string();
+        let spec = json!({
+            "holderIdentity": self.name,
+            "leaseDurationSeconds": LEASE_SECONDS,
+            "renewTime": now,
+        });
+        match leases
+            .get_opt(&self.name)
+            .await
+            .context("reading the node Lease")?
+        {
+            Some(_) => {
+                leases
+                    .patch(
+                        &self.name,
+                        &PatchParams::default(),
+                        &Patch::Merge(json!({"spec": spec})),
+                    )
+                    .await
+                    .context("renewing the node Lease")?;
+            }
+            None => {
+                let lease: Lease = serde_json::from_value(json!({
+                    "metadata": {"name": self.name, "namespace": LEASE_NAMESPACE},
+                    "spec": spec,
+                }))?;
+                leases
+                    .create(&PostParams::default(), &lease)
+                    .await
+                    .context("creating the node Lease")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_meminfo_and_os_release() {
+        assert_eq!(
+            mem_total_kib("MemTotal:       24684092 kB\nMemFree: 1 kB\n"),
+            Some(24684092)
+        );
+        assert_eq!(mem_total_kib("MemFree: 1 kB\n"), None);
+        assert_eq!(
+            pretty_name("ID=debian\nPRETTY_NAME=\"Debian GNU/Linux 12\"\n").as_deref(),
+            Some("Debian GNU/Linux 12")
+        );
+    }
+}

@@ -1,0 +1,361 @@
+//! The node agent against a real `cluster server`, a real containerd (with runc) and the
+//! real kubectl: node registration, pods running, exit codes, CrashLoopBackOff, deletion and
+//! adoption after an agent restart. Needs root and the Debian packages containerd, runc,
+//! busybox-static and kubectl.
+
+mod agent_support;
+#[path = "kubectl_support/mod.rs"]
+mod kubectl_support;
+
+use agent_support::{Agent, Containerd, IMAGE, wait_for};
+use kubectl_support::Server;
+use serde_json::Value;
+
+const NODE: &str = "n1";
+
+struct Harness {
+    server: Server,
+    containerd: Containerd,
+    agent: Option<Agent>,
+    root: tempfile::TempDir,
+}
+
+impl Harness {
+    fn start() -> Harness {
+        let containerd = Containerd::start();
+        containerd.import_test_image();
+        let server = Server::start();
+        let root = tempfile::tempdir().unwrap();
+        let agent = Agent::start(
+            &server.kubeconfig,
+            &containerd,
+            NODE,
+            &root.path().join("agent"),
+        );
+        Harness {
+            server,
+            containerd,
+            agent: Some(agent),
+            root,
+        }
+    }
+
+    fn restart_agent(&mut self) {
+        drop(self.agent.take());
+        self.agent = Some(Agent::start(
+            &self.server.kubeconfig,
+            &self.containerd,
+            NODE,
+            &self.root.path().join("agent"),
+        ));
+    }
+
+    fn context(&self) -> String {
+        format!(
+            "agent log:\n{}\ncontainerd log (tail):\n{}",
+            self.agent.as_ref().map(|a| a.log()).unwrap_or_default(),
+            self.containerd
+                .log()
+                .lines()
+                .rev()
+                .take(20)
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    }
+
+    fn get(&self, args: &[&str]) -> Option<Value> {
+        let out = self.server.run(&[&["get"], args, &["-o", "json"]].concat());
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).unwrap())
+    }
+
+    fn pod(&self, name: &str) -> Option<Value> {
+        self.get(&["pod", name])
+    }
+
+    fn apply_pod(&self, name: &str, restart_policy: &str, script: &str, grace: u32) {
+        let yaml = format!(
+            "apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  nodeName: {NODE}
+  restartPolicy: {restart_policy}
+  terminationGracePeriodSeconds: {grace}
+  containers:
+  - name: main
+    image: {IMAGE}
+    command: [\"/bin/sh\", \"-c\", {script:?}]
+    env:
+    - name: GREETING
+      value: hello
+    - name: MY_POD
+      valueFrom:
+        fieldRef:
+          fieldPath: metadata.name
+    resources:
+      limits:
+        memory: 64Mi
+        cpu: 500m
+"
+        );
+        self.server.ok_stdin(&["apply", "-f", "-"], &yaml);
+    }
+
+    /// Waits until pod `name`'s first container status satisfies `check`; returns the pod.
+    fn wait_pod(&self, name: &str, what: &str, check: impl Fn(&Value, &Value) -> bool) -> Value {
+        wait_for(
+            &format!("pod {name}: {what}"),
+            || {
+                format!(
+                    "pod: {:#}\n{}",
+                    self.pod(name).unwrap_or_default(),
+                    self.context()
+                )
+            },
+            || {
+                let p = self.pod(name)?;
+                let cs = p["status"]["containerStatuses"][0].clone();
+                check(&p, &cs).then_some(p)
+            },
+        )
+    }
+
+    fn containers(&self) -> Vec<String> {
+        self.containerd.lines(&["containers", "ls", "-q"])
+    }
+}
+
+fn running(p: &Value, cs: &Value) -> bool {
+    p["status"]["phase"] == "Running" && cs["state"]["running"].is_object()
+}
+
+#[test]
+fn node_registers_and_pod_runs_then_is_deleted() {
+    let h = Harness::start();
+
+    let node = wait_for(
+        "node n1 Ready",
+        || h.context(),
+        || {
+            let n = h.get(&["node", NODE])?;
+            let ready = n["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True");
+            ready.then_some(n)
+        },
+    );
+    let cpus = std::thread::available_parallelism()
+        .unwrap()
+        .get()
+        .to_string();
+    assert_eq!(node["status"]["capacity"]["cpu"], cpus.as_str());
+    assert_eq!(node["status"]["capacity"]["pods"], "110");
+    assert!(
+        node["status"]["capacity"]["memory"]
+            .as_str()
+            .unwrap()
+            .ends_with("Ki")
+    );
+    assert_eq!(node["status"]["addresses"][0]["address"], "127.0.0.1");
+    assert_eq!(node["metadata"]["labels"]["test"], "agent");
+    assert!(
+        node["status"]["nodeInfo"]["containerRuntimeVersion"]
+            .as_str()
+            .unwrap()
+            .starts_with("containerd://")
+    );
+    let lease = wait_for(
+        "node lease",
+        || h.context(),
+        || h.get(&["lease", "-n", "kube-node-lease", NODE]),
+    );
+    assert_eq!(lease["spec"]["holderIdentity"], NODE);
+    assert!(lease["spec"]["renewTime"].is_string());
+
+    // `sleep` as PID 1 ignores SIGTERM, so deletion needs the SIGKILL after the grace period.
+    h.apply_pod(
+        "web",
+        "Always",
+        "echo $GREETING from $MY_POD; exec sleep 1000",
+        1,
+    );
+    let p = h.wait_pod("web", "Running", running);
+    let cs = &p["status"]["containerStatuses"][0];
+    assert_eq!(cs["restartCount"], 0);
+    assert_eq!(cs["ready"], true);
+    assert_eq!(cs["image"], IMAGE);
+    assert!(cs["imageID"].as_str().unwrap().starts_with("sha256:"));
+    assert_eq!(p["status"]["hostIP"], "127.0.0.1");
+    let ready = p["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True");
+    assert!(ready, "pod not Ready: {p:#}");
+    let id = cs["containerID"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("containerd://")
+        .unwrap()
+        .to_string();
+    assert_eq!(h.containers(), vec![id.clone()]);
+    let tasks = h.containerd.lines(&["tasks", "ls"]);
+    assert!(
+        tasks
+            .iter()
+            .any(|t| t.starts_with(&id) && t.contains("RUNNING")),
+        "tasks: {tasks:?}"
+    );
+
+    // stdout went to the container's log file, with the env and fieldRef values.
+    let uid = p["metadata"]["uid"].as_str().unwrap();
+    let log = h
+        .root
+        .path()
+        .join(format!("agent/pods/default_web_{uid}/main/0.log"));
+    let text = wait_for(
+        "container log",
+        || h.context(),
+        || std::fs::read_to_string(&log).ok().filter(|t| !t.is_empty()),
+    );
+    assert_eq!(text.trim(), "hello from web");
+
+    // The memory limit reached runc: the task's cgroup has it.
+    let cg = format!("/sys/fs/cgroup/memory/ros/{id}/memory.limit_in_bytes");
+    if std::path::Path::new("/sys/fs/cgroup/memory").exists() {
+        assert_eq!(
+            std::fs::read_to_string(&cg).unwrap().trim(),
+            (64 * 1024 * 1024).to_string()
+        );
+    }
+
+    h.server
+        .ok(&["delete", "pod", "web", "--wait=true", "--timeout=60s"]);
+    assert!(h.pod("web").is_none());
+    assert!(
+        h.containers().is_empty(),
+        "containers left: {:?}",
+        h.containers()
+    );
+    assert!(h.containerd.lines(&["tasks", "ls", "-q"]).is_empty());
+    let snaps = h
+        .containerd
+        .lines(&["snapshots", "--snapshotter", "overlayfs", "ls"]);
+    assert!(
+        !snaps.iter().any(|s| s.contains(&id)),
+        "snapshot left: {snaps:?}"
+    );
+}
+
+#[test]
+fn exit_codes_restart_policy_and_crash_loop() {
+    let h = Harness::start();
+    h.apply_pod("ok", "Never", "exit 0", 1);
+    h.apply_pod("bad", "Never", "exit 7", 1);
+    h.apply_pod("crash", "Always", "echo crashing; exit 3", 1);
+
+    let p = h.wait_pod("ok", "Succeeded", |p, _| {
+        p["status"]["phase"] == "Succeeded"
+    });
+    let t = &p["status"]["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!(t["exitCode"], 0);
+    assert_eq!(t["reason"], "Completed");
+    let p = h.wait_pod("bad", "Failed", |p, _| p["status"]["phase"] == "Failed");
+    let t = &p["status"]["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!(t["exitCode"], 7);
+    assert_eq!(t["reason"], "Error");
+    assert_eq!(p["status"]["containerStatuses"][0]["restartCount"], 0);
+
+    let p = h.wait_pod("crash", "CrashLoopBackOff after 2 restarts", |_, cs| {
+        cs["restartCount"].as_u64().unwrap_or(0) >= 2
+            && cs["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+    });
+    let cs = &p["status"]["containerStatuses"][0];
+    assert_eq!(cs["lastState"]["terminated"]["exitCode"], 3);
+    assert_eq!(p["status"]["phase"], "Running");
+    // Only the latest attempt and the one before it are kept in containerd.
+    let uid = p["metadata"]["uid"].as_str().unwrap();
+    let mine = h.containers().len();
+    assert!(
+        (1..=2 + 2).contains(&mine),
+        "containers: {:?} (pod {uid})",
+        h.containers()
+    );
+    // Each attempt wrote its own log file.
+    let dir = h
+        .root
+        .path()
+        .join(format!("agent/pods/default_crash_{uid}/main"));
+    assert!(
+        std::fs::read_to_string(dir.join("0.log"))
+            .unwrap()
+            .contains("crashing")
+    );
+    assert!(
+        std::fs::read_to_string(dir.join("1.log"))
+            .unwrap()
+            .contains("crashing")
+    );
+
+    for name in ["ok", "bad", "crash"] {
+        h.server
+            .ok(&["delete", "pod", name, "--wait=true", "--timeout=60s"]);
+    }
+    assert!(
+        h.containers().is_empty(),
+        "containers left: {:?}",
+        h.containers()
+    );
+}
+
+#[test]
+fn restarted_agent_adopts_running_containers() {
+    let mut h = Harness::start();
+    h.apply_pod("long", "Always", "exec sleep 1000", 1);
+    let before = h.wait_pod("long", "Running", running);
+    let id = before["status"]["containerStatuses"][0]["containerID"].clone();
+
+    h.restart_agent();
+    // A second pod Running proves the new agent has synced (each sync covers every pod).
+    h.apply_pod("marker", "Always", "exec sleep 1000", 1);
+    h.wait_pod("marker", "Running", running);
+
+    let after = h.wait_pod("long", "Running", running);
+    let cs = &after["status"]["containerStatuses"][0];
+    assert_eq!(cs["containerID"], id, "the running container was replaced");
+    assert_eq!(cs["restartCount"], 0);
+    assert_eq!(h.containers().len(), 2, "containers: {:?}", h.containers());
+    let running_tasks = h
+        .containerd
+        .lines(&["tasks", "ls"])
+        .iter()
+        .filter(|t| t.contains("RUNNING"))
+        .count();
+    assert_eq!(running_tasks, 2);
+
+    // A pod deleted while the agent is down: its container goes once the agent is back.
+    drop(h.agent.take());
+    h.server
+        .ok(&["delete", "pod", "marker", "--grace-period=0", "--force"]);
+    h.restart_agent();
+    wait_for(
+        "the deleted pod's container removed",
+        || h.context(),
+        || (h.containers().len() == 1).then_some(()),
+    );
+    assert_eq!(
+        h.containers(),
+        vec![
+            id.as_str()
+                .unwrap()
+                .strip_prefix("containerd://")
+                .unwrap()
+                .to_string()
+        ]
+    );
+}
