@@ -9,9 +9,29 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use std::sync::Arc;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint, Uri};
 
-pub type Client = MachineServiceClient<Channel>;
+/// A machine API client; requests carry the `x-ros-node` header when they go through another
+/// node (see [`connect_via`]).
+pub type Client = MachineServiceClient<InterceptedService<Channel, NodeHeader>>;
+
+/// Metadata key naming the node a request is for, when it is sent through an endpoint node.
+pub const NODE_HEADER: &str = "x-ros-node";
+
+/// Adds `x-ros-node` to every request when set.
+#[derive(Clone, Debug, Default)]
+pub struct NodeHeader(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl Interceptor for NodeHeader {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert(NODE_HEADER, v.clone());
+        }
+        Ok(req)
+    }
+}
 
 /// How to authenticate to the nodes.
 #[derive(Clone)]
@@ -80,6 +100,31 @@ pub fn split_target(target: &str) -> (String, u16) {
 
 /// Connects to one node.
 pub async fn connect(target: &str, creds: &Credentials) -> anyhow::Result<Client> {
+    let ch = channel(target, creds).await?;
+    Ok(
+        MachineServiceClient::with_interceptor(ch, NodeHeader::default())
+            .max_decoding_message_size(64 << 20),
+    )
+}
+
+/// Connects to `endpoint`, which forwards every call to `node`.
+pub async fn connect_via(
+    endpoint: &str,
+    node: &str,
+    creds: &Credentials,
+) -> anyhow::Result<Client> {
+    let ch = channel(endpoint, creds).await?;
+    let value = node
+        .parse()
+        .with_context(|| format!("{node}: not a valid node name"))?;
+    Ok(
+        MachineServiceClient::with_interceptor(ch, NodeHeader(Some(value)))
+            .max_decoding_message_size(64 << 20),
+    )
+}
+
+/// An HTTP/2 channel to one node over our TLS.
+pub async fn channel(target: &str, creds: &Credentials) -> anyhow::Result<Channel> {
     let tls = tokio_rustls::TlsConnector::from(tls_config(creds)?);
     let (host, port) = split_target(target);
     let server_name = ServerName::try_from(host.clone())
@@ -105,7 +150,7 @@ pub async fn connect(target: &str, creds: &Credentials) -> anyhow::Result<Client
         .connect_with_connector(connector)
         .await
         .map_err(|e| anyhow::anyhow!("connect: {}", error_chain(&e)))?;
-    Ok(MachineServiceClient::new(channel).max_decoding_message_size(64 << 20))
+    Ok(channel)
 }
 
 /// An error with its sources, so a TLS refusal shows its reason.

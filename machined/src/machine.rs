@@ -138,6 +138,11 @@ impl Machine {
             .unwrap_or_else(|| self.system.hostname())
     }
 
+    /// Whether `target` (as a client wrote it) names this node.
+    pub fn is_self(&self, target: &str) -> bool {
+        target == self.node_name() || target == self.listen.to_string()
+    }
+
     /// Boots from STATE, else from the platform's config (stored on acceptance), else enters
     /// maintenance mode.
     pub async fn boot(self: &Arc<Self>, platform_config: Option<String>) {

@@ -300,4 +300,30 @@ fn rejected_config_lists_errors_and_one_failing_node_does_not_hide_others() {
         stderr.contains("node 127.0.0.1:1:"),
         "the failing node is named: {stderr}"
     );
+
+    // Through an endpoint: -e A -n B,A reaches B via A (A forwards with the caller's role).
+    let other = Node::start(&cli.path("node2"));
+    let m = other.addr.as_str();
+    cli.ok(&[
+        "apply-config",
+        "--insecure",
+        "-n",
+        m,
+        "--file",
+        "controlplane.yaml",
+    ]);
+    cli.ok(&[
+        "-n",
+        m,
+        "patch",
+        "mc",
+        "--patch",
+        r#"{"machine":{"network":{"hostname":"second"}}}"#,
+    ]);
+    let nodes = format!("{m},{n}");
+    let both = cli.ok(&["-e", n, "-n", &nodes, "hostname"]);
+    assert!(
+        both.contains("second") && both.contains("cli-node"),
+        "{both}"
+    );
 }

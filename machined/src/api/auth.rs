@@ -134,11 +134,13 @@ pub struct Auth<S> {
     machine: Arc<Machine>,
 }
 
-impl<S, B> tower::Service<Request<B>> for Auth<S>
+impl<S> tower::Service<Request<tonic::body::Body>> for Auth<S>
 where
-    S: tower::Service<Request<B>, Response = Response<tonic::body::Body>> + Clone + Send + 'static,
+    S: tower::Service<Request<tonic::body::Body>, Response = Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
-    B: Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -150,7 +152,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: Request<tonic::body::Body>) -> Self::Future {
         let method = req
             .uri()
             .path()
@@ -163,16 +165,30 @@ where
             .get::<TlsConnectInfo<TcpConnectInfo>>()
             .and_then(|info| info.peer_certs())
             .and_then(|certs| certs.first().and_then(|c| role_from_cert(c.as_ref())));
-        match authorize(self.machine.mode(), &method, peer_role) {
-            Ok(role) => {
-                req.extensions_mut().insert(role);
-                // The clone that was made ready must serve this call.
-                let clone = self.inner.clone();
-                let mut inner = std::mem::replace(&mut self.inner, clone);
-                Box::pin(async move { inner.call(req).await })
-            }
-            Err(status) => Box::pin(async move { Ok(status.into_http()) }),
+        let role = match authorize(self.machine.mode(), &method, peer_role) {
+            Ok(role) => role,
+            Err(status) => return Box::pin(async move { Ok(status.into_http()) }),
+        };
+        // A call for another node is forwarded with a client certificate carrying the
+        // caller's role, so the target enforces the same permissions.
+        let target = req
+            .headers_mut()
+            .remove(ros_api::client::NODE_HEADER)
+            .and_then(|v| v.to_str().ok().map(str::to_string))
+            .filter(|t| !self.machine.is_self(t));
+        if let Some(target) = target {
+            let machine = self.machine.clone();
+            return Box::pin(async move {
+                Ok(super::proxy::forward(&machine, &target, role, req)
+                    .await
+                    .unwrap_or_else(|status| status.into_http()))
+            });
         }
+        req.extensions_mut().insert(role);
+        // The clone that was made ready must serve this call.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move { inner.call(req).await })
     }
 }
 

@@ -6,7 +6,6 @@ use super::apply::Mode;
 use super::fanout::status_error;
 use anyhow::Context as _;
 use clap::Args;
-use ros_api::client;
 use ros_api::machine::{ApplyConfigurationRequest, ApplyMode, GetMachineConfigRequest};
 use ros_config::patch::Patch;
 
@@ -104,7 +103,7 @@ async fn change(
     dry_run: bool,
     f: impl FnOnce(&str) -> anyhow::Result<Option<String>>,
 ) -> anyhow::Result<()> {
-    let mut c = client::connect(node, &t.creds).await?;
+    let mut c = t.creds.connect(node).await?;
     let current = c
         .get_machine_config(GetMachineConfigRequest {})
         .await

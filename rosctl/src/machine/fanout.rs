@@ -1,13 +1,14 @@
 //! Running one call on several nodes at once. Each node's answer or error is kept, so one
 //! failing node does not hide the others'.
 
-use ros_api::client::{self, Client, Credentials};
+use super::Dialer;
+use ros_api::client::{self, Client};
 use std::future::Future;
 
 /// The outcome of a call on each target, in the order the targets were given.
 pub async fn each<T, F, Fut>(
     targets: &[String],
-    creds: &Credentials,
+    creds: &Dialer,
     call: F,
 ) -> Vec<(String, anyhow::Result<T>)>
 where
@@ -19,7 +20,7 @@ where
     for (i, target) in targets.iter().enumerate() {
         let (target, creds, call) = (target.clone(), creds.clone(), call.clone());
         set.spawn(async move {
-            let result = match client::connect(&target, &creds).await {
+            let result = match creds.connect(&target).await {
                 Ok(c) => call(c).await.map_err(status_error),
                 Err(e) => Err(e),
             };

@@ -103,13 +103,13 @@ pub async fn reboot(t: &Targets, a: &RebootArgs) -> anyhow::Result<bool> {
 }
 
 /// Polls the node until it answers with a settled stage (10 minutes at most).
-async fn wait_until_up(node: &str, creds: &ros_api::client::Credentials) -> anyhow::Result<String> {
+async fn wait_until_up(node: &str, creds: &super::Dialer) -> anyhow::Result<String> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
     // Give the node time to start going down before polling.
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     let mut last = String::from("no answer");
     while std::time::Instant::now() < deadline {
-        match ros_api::client::connect(node, creds).await {
+        match creds.connect(node).await {
             Ok(mut c) => match c
                 .get_resource(GetResourceRequest {
                     r#type: "MachineStatus".into(),
@@ -365,7 +365,8 @@ pub async fn events(t: &Targets, a: &EventsArgs) -> anyhow::Result<bool> {
     for target in t.nodes.clone() {
         let (creds, tail) = (t.creds.clone(), a.tail);
         set.spawn(async move {
-            let mut c = ros_api::client::connect(&target, &creds)
+            let mut c = creds
+                .connect(&target)
                 .await
                 .map_err(|e| (target.clone(), e))?;
             let mut s = c

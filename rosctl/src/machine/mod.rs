@@ -76,10 +76,28 @@ pub struct MaintenanceArgs {
     pub insecure: bool,
 }
 
+/// How to reach nodes: credentials, and the endpoint that forwards calls (`-e` with `-n`).
+#[derive(Clone)]
+pub struct Dialer {
+    pub creds: Credentials,
+    pub via: Option<String>,
+}
+
+impl Dialer {
+    pub async fn connect(&self, node: &str) -> anyhow::Result<ros_api::client::Client> {
+        match &self.via {
+            Some(endpoint) if endpoint != node => {
+                ros_api::client::connect_via(endpoint, node, &self.creds).await
+            }
+            _ => ros_api::client::connect(node, &self.creds).await,
+        }
+    }
+}
+
 /// Nodes to call and the credentials to use.
 pub struct Targets {
     pub nodes: Vec<String>,
-    pub creds: Credentials,
+    pub creds: Dialer,
 }
 
 impl Targets {
@@ -96,23 +114,30 @@ impl Targets {
             }
             return Ok(Self {
                 nodes,
-                creds: Credentials::Insecure,
+                creds: Dialer {
+                    creds: Credentials::Insecure,
+                    via: None,
+                },
             });
         }
         let conn = global.connection()?;
-        // Nodes are called directly (forwarding through an endpoint is not implemented yet).
+        // `-e E -n N`: N is reached through E, which forwards the call. `-n N` alone (or nodes
+        // from the context): each node is called directly.
+        let via = (!global.endpoints.is_empty() && !conn.nodes.is_empty())
+            .then(|| conn.endpoints[0].clone());
         let nodes = if conn.nodes.is_empty() {
             conn.endpoints.clone()
         } else {
             conn.nodes.clone()
         };
+        let creds = Credentials::Mutual {
+            ca_pem: conn.ca_pem,
+            crt_pem: conn.crt_pem,
+            key_pem: conn.key_pem,
+        };
         Ok(Self {
             nodes,
-            creds: Credentials::Mutual {
-                ca_pem: conn.ca_pem,
-                crt_pem: conn.crt_pem,
-                key_pem: conn.key_pem,
-            },
+            creds: Dialer { creds, via },
         })
     }
 }

@@ -3,7 +3,6 @@
 use super::output::{ellipsize, print, table};
 use super::{Targets, fanout};
 use clap::{Args, ValueEnum};
-use ros_api::client;
 use ros_api::machine::{
     GetResourceRequest, ListResourcesRequest, Resource, ResourceTypesRequest, WatchEventType,
     WatchResourcesRequest,
@@ -138,7 +137,8 @@ async fn watch(t: &Targets, a: &GetArgs) -> anyhow::Result<bool> {
             a.output,
         );
         set.spawn(async move {
-            let mut c = client::connect(&target, &creds)
+            let mut c = creds
+                .connect(&target)
                 .await
                 .map_err(|e| (target.clone(), e))?;
             let mut stream = c

@@ -172,7 +172,8 @@ where
     for target in t.nodes.clone() {
         let (creds, open) = (t.creds.clone(), open.clone());
         set.spawn(async move {
-            let c = client::connect(&target, &creds)
+            let c = creds
+                .connect(&target)
                 .await
                 .map_err(|e| (target.clone(), e))?;
             let mut s = open(c)
