@@ -166,14 +166,23 @@ impl Elector {
             self.acquire().await;
             tracing::info!(lease = %self.name, identity = %self.identity, "became leader");
             let task = tokio::spawn(work());
-            let abort = task.abort_handle();
+            // Dropping `run` (its caller stopping) also stops the work.
+            let _stop = AbortOnDrop(task.abort_handle());
             tokio::select! {
                 _ = self.keep() => {}
                 r = task => tracing::warn!(lease = %self.name, "leader work ended: {r:?}"),
             }
-            abort.abort();
+            drop(_stop);
             tracing::info!(lease = %self.name, identity = %self.identity, "stopped leading");
         }
+    }
+}
+
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

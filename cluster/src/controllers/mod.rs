@@ -7,6 +7,7 @@ pub mod endpoints;
 pub mod events;
 pub mod gc;
 pub mod manager;
+pub mod nodelifecycle;
 pub mod podcidr;
 pub mod replicaset;
 pub mod serviceaccount;
@@ -165,6 +166,7 @@ pub struct Options {
     /// Where node pod CIDRs come from.
     pub cluster_cidr: ipnet::Ipv4Net,
     pub node_cidr_prefix: u8,
+    pub node_lifecycle: nodelifecycle::Timing,
 }
 
 impl Default for Options {
@@ -172,6 +174,7 @@ impl Default for Options {
         Options {
             cluster_cidr: "10.244.0.0/16".parse().expect("a valid CIDR"),
             node_cidr_prefix: 24,
+            node_lifecycle: Default::default(),
         }
     }
 }
@@ -185,5 +188,6 @@ pub async fn run(client: Client, opts: Options) {
         endpoints::run(client.clone()),
         serviceaccount::run(client.clone()),
         podcidr::run(client.clone(), opts.cluster_cidr, opts.node_cidr_prefix),
+        nodelifecycle::run(client.clone(), opts.node_lifecycle),
     );
 }

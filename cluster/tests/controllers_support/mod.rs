@@ -100,12 +100,16 @@ pub fn node_of(p: &Pod) -> Option<String> {
 /// Stops when dropped.
 pub struct Kubelet {
     task: tokio::task::JoinHandle<()>,
+    /// Nodes whose kubelet is "down": their pods are left alone.
+    pub down: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 impl Kubelet {
     pub fn start(c: &Client) -> Kubelet {
         let c = c.clone();
         let next_ip = Arc::new(AtomicU32::new(2));
+        let down: Arc<std::sync::Mutex<std::collections::HashSet<String>>> = Default::default();
+        let down2 = down.clone();
         let task = tokio::spawn(async move {
             let pods: Api<Pod> = Api::all(c.clone());
             watcher(pods, watcher::Config::default())
@@ -114,15 +118,23 @@ impl Kubelet {
                 .for_each(|p| {
                     let c = c.clone();
                     let next_ip = next_ip.clone();
+                    let down = down2.clone();
                     async move {
-                        if let Ok(p) = p {
+                        if let Ok(p) = p
+                            && !node_of(&p).is_some_and(|n| down.lock().unwrap().contains(&n))
+                        {
                             handle(&c, &p, &next_ip).await;
                         }
                     }
                 })
                 .await;
         });
-        Kubelet { task }
+        Kubelet { task, down }
+    }
+
+    /// Stops acting for `node` (as if its machine died).
+    pub fn stop_node(&self, node: &str) {
+        self.down.lock().unwrap().insert(node.to_string());
     }
 }
 
@@ -187,4 +199,54 @@ async fn handle(c: &Client, p: &Pod, next_ip: &AtomicU32) {
         )
         .await;
     let _ = node;
+}
+
+/// Renews each node's Lease in kube-node-lease every 200 ms (a kubelet heartbeat) until
+/// dropped; `stop` ends one node's heartbeat.
+pub struct Heartbeats {
+    task: tokio::task::JoinHandle<()>,
+    stopped: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+}
+
+impl Heartbeats {
+    pub fn start(c: &Client, nodes: &[&str]) -> Heartbeats {
+        use k8s_openapi::api::coordination::v1::Lease;
+        let c = c.clone();
+        let nodes: Vec<String> = nodes.iter().map(|n| n.to_string()).collect();
+        let stopped: Arc<std::sync::Mutex<std::collections::HashSet<String>>> = Default::default();
+        let stopped2 = stopped.clone();
+        let task = tokio::spawn(async move {
+            let leases: Api<Lease> = Api::namespaced(c, "kube-node-lease");
+            loop {
+                for n in &nodes {
+                    if stopped2.lock().unwrap().contains(n) {
+                        continue;
+                    }
+                    let now = jiff::Timestamp::now().to_string();
+                    let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                        "metadata": {"name": n},
+                        "spec": {"holderIdentity": n, "leaseDurationSeconds": 40, "renewTime": now}});
+                    let _ = leases
+                        .patch(
+                            n,
+                            &PatchParams::apply("sim-kubelet").force(),
+                            &Patch::Apply(lease),
+                        )
+                        .await;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        Heartbeats { task, stopped }
+    }
+
+    pub fn stop(&self, node: &str) {
+        self.stopped.lock().unwrap().insert(node.to_string());
+    }
+}
+
+impl Drop for Heartbeats {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
