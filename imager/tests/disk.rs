@@ -147,3 +147,33 @@ fn iso_is_reproducible_and_holds_the_boot_files() {
     let table = tool(Command::new("sfdisk").arg("--dump").arg(&a), "fdisk");
     assert!(table.contains("type=ef"), "{table}");
 }
+
+#[test]
+fn qcow2_converts_the_raw_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = build(dir.path(), "a.raw", 1_700_000_000);
+    let qcow2 = dir.path().join("a.qcow2");
+    imager::disk::convert::qcow2(&raw, &qcow2)
+        .expect("qemu-img convert (Debian package qemu-utils)");
+    let info = tool(
+        Command::new("qemu-img")
+            .args(["info", "--output=json"])
+            .arg(&qcow2),
+        "qemu-utils",
+    );
+    assert!(info.contains("\"format\": \"qcow2\""), "{info}");
+    assert!(
+        info.contains(&format!("\"virtual-size\": {DISK}")),
+        "{info}"
+    );
+    let compare = Command::new("qemu-img")
+        .args(["compare", "-f", "raw", "-F", "qcow2"])
+        .arg(&raw)
+        .arg(&qcow2)
+        .status()
+        .unwrap();
+    assert!(
+        compare.success(),
+        "qcow2 content differs from the raw image"
+    );
+}
