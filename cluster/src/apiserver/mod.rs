@@ -21,6 +21,7 @@ pub mod pki;
 mod protobuf;
 pub mod registry;
 mod request;
+mod reviews;
 pub mod selectors;
 mod server;
 pub mod status;

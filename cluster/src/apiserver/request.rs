@@ -29,6 +29,10 @@ pub enum Target {
     OpenApiV2,
     /// `/openapi/v3` (empty) or one group-version's document (`api/v1`, `apis/apps/v1`).
     OpenApiV3(String),
+    /// POST authorization.k8s.io/v1 selfsubjectaccessreviews (`kubectl auth can-i`).
+    SelfSubjectAccessReview,
+    /// POST authentication.k8s.io/v1 selfsubjectreviews (`kubectl auth whoami`).
+    SelfSubjectReview,
     Resource(ResourceRequest),
 }
 
@@ -55,6 +59,15 @@ pub fn parse_path(path: &str) -> ApiResult<Target> {
             group: group.to_string(),
             version: version.to_string(),
         }),
+        [
+            "apis",
+            "authorization.k8s.io",
+            "v1",
+            "selfsubjectaccessreviews",
+        ] => Ok(Target::SelfSubjectAccessReview),
+        ["apis", "authentication.k8s.io", "v1", "selfsubjectreviews"] => {
+            Ok(Target::SelfSubjectReview)
+        }
         ["api", "v1", rest @ ..] => resource("", "v1", rest, path),
         ["apis", group, version, rest @ ..] => resource(group, version, rest, path),
         _ => Err(not_found()),

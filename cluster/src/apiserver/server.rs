@@ -138,6 +138,26 @@ async fn route(
         return Err(ApiError::unauthorized());
     };
     let target = request::parse_path(&path)?;
+    if matches!(
+        target,
+        Target::SelfSubjectAccessReview | Target::SelfSubjectReview
+    ) {
+        if method != Method::POST {
+            return Err(ApiError::method_not_allowed(format!(
+                "{method} is not allowed on {path}"
+            )));
+        }
+        let body = Limited::new(req.into_body(), MAX_BODY)
+            .collect()
+            .await
+            .map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?
+            .to_bytes();
+        let review = super::objects::parse_body(&content_type, &body)?;
+        return Ok(h::json(
+            201,
+            &super::reviews::answer(&target, review, &user),
+        ));
+    }
     let Target::Resource(r) = target else {
         if method != Method::GET {
             return Err(ApiError::method_not_allowed(format!(
@@ -229,7 +249,7 @@ fn simple(target: Target, accept: &str) -> ApiResult<Response<Body>> {
                 .ok_or_else(|| ApiError::path_not_found(&format!("/openapi/v3/{p}")))?
                 .to_vec(),
         ),
-        Target::Resource(_) => {
+        Target::Resource(_) | Target::SelfSubjectAccessReview | Target::SelfSubjectReview => {
             return Err(ApiError::internal("resource requests are routed elsewhere"));
         }
     })

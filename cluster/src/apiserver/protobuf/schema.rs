@@ -566,6 +566,46 @@ pub static MESSAGES: &[Msg] = &[
         ],
     },
     Msg {
+        name: "api.authorization.v1.SelfSubjectAccessReview",
+        fields: &[
+            Field {
+                tag: 1,
+                json: "metadata",
+                ty: Ty::Msg("apimachinery.pkg.apis.meta.v1.ObjectMeta"),
+                repeated: false,
+            },
+            Field {
+                tag: 2,
+                json: "spec",
+                ty: Ty::Msg("api.authorization.v1.SelfSubjectAccessReviewSpec"),
+                repeated: false,
+            },
+            Field {
+                tag: 3,
+                json: "status",
+                ty: Ty::Msg("api.authorization.v1.SubjectAccessReviewStatus"),
+                repeated: false,
+            },
+        ],
+    },
+    Msg {
+        name: "api.authentication.v1.SelfSubjectReview",
+        fields: &[
+            Field {
+                tag: 1,
+                json: "metadata",
+                ty: Ty::Msg("apimachinery.pkg.apis.meta.v1.ObjectMeta"),
+                repeated: false,
+            },
+            Field {
+                tag: 2,
+                json: "status",
+                ty: Ty::Msg("api.authentication.v1.SelfSubjectReviewStatus"),
+                repeated: false,
+            },
+        ],
+    },
+    Msg {
         name: "apimachinery.pkg.apis.meta.v1.ObjectMeta",
         fields: &[
             Field {
@@ -2202,6 +2242,61 @@ pub static MESSAGES: &[Msg] = &[
                 repeated: false,
             },
         ],
+    },
+    Msg {
+        name: "api.authorization.v1.SelfSubjectAccessReviewSpec",
+        fields: &[
+            Field {
+                tag: 1,
+                json: "resourceAttributes",
+                ty: Ty::Msg("api.authorization.v1.ResourceAttributes"),
+                repeated: false,
+            },
+            Field {
+                tag: 2,
+                json: "nonResourceAttributes",
+                ty: Ty::Msg("api.authorization.v1.NonResourceAttributes"),
+                repeated: false,
+            },
+        ],
+    },
+    Msg {
+        name: "api.authorization.v1.SubjectAccessReviewStatus",
+        fields: &[
+            Field {
+                tag: 1,
+                json: "allowed",
+                ty: Ty::Bool,
+                repeated: false,
+            },
+            Field {
+                tag: 4,
+                json: "denied",
+                ty: Ty::Bool,
+                repeated: false,
+            },
+            Field {
+                tag: 2,
+                json: "reason",
+                ty: Ty::Str,
+                repeated: false,
+            },
+            Field {
+                tag: 3,
+                json: "evaluationError",
+                ty: Ty::Str,
+                repeated: false,
+            },
+        ],
+    },
+    Msg {
+        name: "api.authentication.v1.SelfSubjectReviewStatus",
+        fields: &[Field {
+            tag: 1,
+            json: "userInfo",
+            ty: Ty::Msg("api.authentication.v1.UserInfo"),
+            repeated: false,
+        }],
     },
     Msg {
         name: "apimachinery.pkg.apis.meta.v1.OwnerReference",
@@ -3856,6 +3951,111 @@ pub static MESSAGES: &[Msg] = &[
         ],
     },
     Msg {
+        name: "api.authorization.v1.ResourceAttributes",
+        fields: &[
+            Field {
+                tag: 1,
+                json: "namespace",
+                ty: Ty::Str,
+                repeated: false,
+            },
+            Field {
+                tag: 2,
+                json: "verb",
+                ty: Ty::Str,
+                repeated: false,
+            },
+            Field {
+                tag: 3,
+                json: "group",
+                ty: Ty::Str,
+                repeated: false,
+            },
+            Field {
+                tag: 4,
+                json: "version",
+                ty: Ty::Str,
+                repeated: false,
+            },
+            Field {
+                tag: 5,
+                json: "resource",
+                ty: Ty::Str,
+                repeated: false,
+            },
+            Field {
+                tag: 6,
+                json: "subresource",
+                ty: Ty::Str,
+                repeated: false,
+            },
+            Field {
+                tag: 7,
+                json: "name",
+                ty: Ty::Str,
+                repeated: false,
+            },
+            Field {
+                tag: 8,
+                json: "fieldSelector",
+                ty: Ty::Msg("api.authorization.v1.FieldSelectorAttributes"),
+                repeated: false,
+            },
+            Field {
+                tag: 9,
+                json: "labelSelector",
+                ty: Ty::Msg("api.authorization.v1.LabelSelectorAttributes"),
+                repeated: false,
+            },
+        ],
+    },
+    Msg {
+        name: "api.authorization.v1.NonResourceAttributes",
+        fields: &[
+            Field {
+                tag: 1,
+                json: "path",
+                ty: Ty::Str,
+                repeated: false,
+            },
+            Field {
+                tag: 2,
+                json: "verb",
+                ty: Ty::Str,
+                repeated: false,
+            },
+        ],
+    },
+    Msg {
+        name: "api.authentication.v1.UserInfo",
+        fields: &[
+            Field {
+                tag: 1,
+                json: "username",
+                ty: Ty::Str,
+                repeated: false,
+            },
+            Field {
+                tag: 2,
+                json: "uid",
+                ty: Ty::Str,
+                repeated: false,
+            },
+            Field {
+                tag: 3,
+                json: "groups",
+                ty: Ty::Str,
+                repeated: true,
+            },
+            Field {
+                tag: 4,
+                json: "extra",
+                ty: Ty::Map(&Ty::Msg("api.authentication.v1.ExtraValue")),
+                repeated: false,
+            },
+        ],
+    },
+    Msg {
         name: "apimachinery.pkg.apis.meta.v1.FieldsV1",
         fields: &[Field {
             tag: 1,
@@ -5142,6 +5342,49 @@ pub static MESSAGES: &[Msg] = &[
                 repeated: true,
             },
         ],
+    },
+    Msg {
+        name: "api.authorization.v1.FieldSelectorAttributes",
+        fields: &[
+            Field {
+                tag: 1,
+                json: "rawSelector",
+                ty: Ty::Str,
+                repeated: false,
+            },
+            Field {
+                tag: 2,
+                json: "requirements",
+                ty: Ty::Msg("apimachinery.pkg.apis.meta.v1.FieldSelectorRequirement"),
+                repeated: true,
+            },
+        ],
+    },
+    Msg {
+        name: "api.authorization.v1.LabelSelectorAttributes",
+        fields: &[
+            Field {
+                tag: 1,
+                json: "rawSelector",
+                ty: Ty::Str,
+                repeated: false,
+            },
+            Field {
+                tag: 2,
+                json: "requirements",
+                ty: Ty::Msg("apimachinery.pkg.apis.meta.v1.LabelSelectorRequirement"),
+                repeated: true,
+            },
+        ],
+    },
+    Msg {
+        name: "api.authentication.v1.ExtraValue",
+        fields: &[Field {
+            tag: 1,
+            json: "items",
+            ty: Ty::Str,
+            repeated: true,
+        }],
     },
     Msg {
         name: "api.core.v1.HostPathVolumeSource",
@@ -6496,6 +6739,29 @@ pub static MESSAGES: &[Msg] = &[
                 json: "error",
                 ty: Ty::Str,
                 repeated: false,
+            },
+        ],
+    },
+    Msg {
+        name: "apimachinery.pkg.apis.meta.v1.FieldSelectorRequirement",
+        fields: &[
+            Field {
+                tag: 1,
+                json: "key",
+                ty: Ty::Str,
+                repeated: false,
+            },
+            Field {
+                tag: 2,
+                json: "operator",
+                ty: Ty::Str,
+                repeated: false,
+            },
+            Field {
+                tag: 3,
+                json: "values",
+                ty: Ty::Str,
+                repeated: true,
             },
         ],
     },
