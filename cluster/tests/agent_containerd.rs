@@ -234,6 +234,31 @@ fn node_registers_and_pod_runs_then_is_deleted() {
         );
     }
 
+    // kubectl logs goes through the API server to the agent's log endpoint.
+    assert_eq!(h.server.ok(&["logs", "web"]).trim(), "hello from web");
+    assert_eq!(
+        h.server.ok(&["logs", "web", "-c", "main"]).trim(),
+        "hello from web"
+    );
+    h.apply_pod(
+        "ticker",
+        "Always",
+        "i=0; while true; do echo tick $i; i=$((i+1)); sleep 1; done",
+        1,
+    );
+    h.wait_pod("ticker", "Running", running);
+    let mut follow = h.server.spawn(&["logs", "-f", "ticker"]);
+    follow.wait_for_line("tick 0");
+    follow.wait_for_line("tick 2");
+    drop(follow);
+    let tail = h.server.ok(&["logs", "ticker", "--tail=1"]);
+    assert_eq!(tail.lines().count(), 1, "tail: {tail:?}");
+    assert!(tail.starts_with("tick "), "tail: {tail:?}");
+    let err = h.server.fail(&["logs", "web", "--previous"]);
+    assert!(err.contains("previous terminated container"), "{err}");
+    h.server
+        .ok(&["delete", "pod", "ticker", "--wait=true", "--timeout=60s"]);
+
     h.server
         .ok(&["delete", "pod", "web", "--wait=true", "--timeout=60s"]);
     assert!(h.pod("web").is_none());
@@ -301,6 +326,9 @@ fn exit_codes_restart_policy_and_crash_loop() {
             .unwrap()
             .contains("crashing")
     );
+
+    let previous = h.server.ok(&["logs", "crash", "--previous"]);
+    assert_eq!(previous.trim(), "crashing");
 
     for name in ["ok", "bad", "crash"] {
         h.server

@@ -4,6 +4,7 @@
 //! Not yet: image pulls from registries (images must already be in containerd), volumes,
 //! probes, init containers, logs/exec, pod network (containers share the node's network).
 
+pub mod logs;
 pub mod node;
 pub mod pods;
 pub mod runtime;
@@ -44,6 +45,9 @@ pub struct Options {
     /// Node labels, key=value (repeatable).
     #[arg(long = "node-label", value_parser = parse_label)]
     pub labels: Vec<(String, String)>,
+    /// Port of the node's HTTPS log endpoint (the kubelet port), on the node IP (0: any free).
+    #[arg(long, default_value_t = node::KUBELET_PORT)]
+    pub kubelet_port: u16,
     /// First CrashLoopBackOff delay in seconds (doubles per restart, up to 300 s).
     #[arg(long, default_value_t = 10)]
     pub crash_backoff_seconds: u64,
@@ -95,10 +99,18 @@ pub async fn run(opts: Options) -> Result<()> {
         &opts.snapshotter,
     )
     .await?;
+    let listen = std::net::SocketAddr::new(ip.parse()?, opts.kubelet_port);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("--kubelet-port: listening on {listen}"))?;
+    let tls = logs::self_signed(vec![ip.clone(), name.clone()])?;
+    let port = listener.local_addr()?.port();
+    let log_server = tokio::spawn(logs::serve(listener, tls, opts.root_dir.clone()));
     let agent = node::NodeAgent {
         client: client.clone(),
         name: name.clone(),
         ip: ip.clone(),
+        port,
         labels: opts.labels.iter().cloned().collect::<BTreeMap<_, _>>(),
         machine,
     };
@@ -132,6 +144,7 @@ pub async fn run(opts: Options) -> Result<()> {
         r = heartbeat => r.context("node heartbeat task").map(|_| ()),
         r = tokio::signal::ctrl_c() => r.context("waiting for a signal"),
     };
+    log_server.abort();
     tracing::info!("agent stopping; containers keep running");
     result
 }

@@ -71,6 +71,8 @@ pub struct NodeAgent {
     pub client: Client,
     pub name: String,
     pub ip: String,
+    /// Port of the log endpoint, reported as the kubelet endpoint.
+    pub port: u16,
     pub labels: BTreeMap<String, String>,
     pub machine: MachineInfo,
 }
@@ -148,7 +150,7 @@ impl NodeAgent {
                 {"type": "InternalIP", "address": self.ip},
                 {"type": "Hostname", "address": self.name},
             ],
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": KUBELET_PORT}},
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": self.port}},
             "nodeInfo": {
                 "machineID": m.machine_id,
                 "systemUUID": m.machine_id,

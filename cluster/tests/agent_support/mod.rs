@@ -244,6 +244,7 @@ impl Agent {
             .arg("--root-dir")
             .arg(root_dir)
             .args(["--crash-backoff-seconds", "1", "--node-label", "test=agent"])
+            .args(["--kubelet-port", "0"])
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)

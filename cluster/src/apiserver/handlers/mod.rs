@@ -130,6 +130,7 @@ pub async fn dispatch(call: Call, method: &Method) -> ApiResult<Response<Body>> 
         (Method::GET, true, None) => read::get(&call).await,
         (Method::GET, true, Some("status")) => read::get(&call).await,
         (Method::GET, true, Some("scale")) => sub::get_scale(&call).await,
+        (Method::GET, true, Some("log")) => sub::pod_log(&call).await,
         (Method::GET | Method::POST, true, Some("log" | "exec")) => {
             Err(sub::node_agent_missing(&call))
         }

@@ -154,6 +154,93 @@ pub async fn bind(call: &Call) -> ApiResult<Response<Body>> {
     )
 }
 
+/// pods/log: proxied to the log endpoint of the agent on the pod's node
+/// (`/containerLogs/<ns>/<pod>/<container>` at the node's InternalIP and kubelet port).
+pub async fn pod_log(call: &Call) -> ApiResult<Response<Body>> {
+    let (pod, _) = call.current().await?;
+    let node_name = pod["spec"]["nodeName"]
+        .as_str()
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "pod {} is not scheduled to a node yet",
+                call.name()
+            ))
+        })?;
+    let container = match call.query.get("container") {
+        Some(c) => c.to_string(),
+        None => match pod["spec"]["containers"].as_array().map(Vec::as_slice) {
+            Some([only]) => only["name"].as_str().unwrap_or("").to_string(),
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "a container name must be specified for pod {}",
+                    call.name()
+                )));
+            }
+        },
+    };
+    let nodes = crate::apiserver::registry::lookup("", "v1", "nodes")
+        .ok_or_else(|| ApiError::internal("nodes are not registered"))?;
+    let kv = call
+        .api
+        .store
+        .get(
+            &crate::apiserver::storage::key(nodes, None, node_name),
+            None,
+        )
+        .await?
+        .ok_or_else(|| ApiError::not_found("", "nodes", node_name))?;
+    let node = crate::apiserver::storage::decode(&kv)?;
+    let ip = node["status"]["addresses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|a| a["type"] == "InternalIP")
+        .and_then(|a| a["address"].as_str())
+        .ok_or_else(|| ApiError::unavailable(format!("node {node_name} reports no InternalIP")))?;
+    let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        .unwrap_or(crate::agent::node::KUBELET_PORT);
+    let query = {
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        for k in [
+            "follow",
+            "previous",
+            "tailLines",
+            "limitBytes",
+            "timestamps",
+            "sinceSeconds",
+        ] {
+            if let Some(v) = call.query.get(k) {
+                q.append_pair(k, v);
+            }
+        }
+        q.finish()
+    };
+    let path = format!(
+        "/containerLogs/{}/{}/{container}?{query}",
+        call.ns().unwrap_or(""),
+        call.name(),
+    );
+    let (status, mut rx) = crate::agent::logs::fetch(ip, port, &path)
+        .await
+        .map_err(|e| ApiError::unavailable(format!("{e:#}")))?;
+    if status != 200 {
+        let mut msg = Vec::new();
+        while let Some(b) = rx.recv().await {
+            msg.extend_from_slice(&b);
+        }
+        let msg = String::from_utf8_lossy(&msg).trim().to_string();
+        return Err(if status < 500 {
+            ApiError::bad_request(msg)
+        } else {
+            ApiError::internal(msg)
+        });
+    }
+    Ok(crate::apiserver::http::streaming("text/plain", rx))
+}
+
 pub fn node_agent_missing(call: &Call) -> ApiError {
     ApiError::unavailable(format!(
         "pods/{} is not available: no node agent serves pod {}/{} (the cluster agent does not run yet)",
