@@ -38,6 +38,8 @@ impl Interceptor for NodeHeader {
 pub enum Credentials {
     /// Maintenance mode: accept the node's self-signed certificate, present none.
     Insecure,
+    /// Verify the node against `ca_pem`, present no certificate (the trust port).
+    ServerOnly { ca_pem: String },
     /// Mutual TLS: verify the node against `ca`, present the client certificate.
     Mutual {
         ca_pem: String,
@@ -57,6 +59,9 @@ pub fn tls_config(creds: &Credentials) -> anyhow::Result<Arc<rustls::ClientConfi
         Credentials::Insecure => builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AnyServerCert(provider())))
+            .with_no_client_auth(),
+        Credentials::ServerOnly { ca_pem } => builder
+            .with_root_certificates(roots_from(ca_pem)?)
             .with_no_client_auth(),
         Credentials::Mutual {
             ca_pem,
@@ -79,6 +84,33 @@ pub fn tls_config(creds: &Credentials) -> anyhow::Result<Arc<rustls::ClientConfi
     };
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
+}
+
+fn roots_from(ca_pem: &str) -> anyhow::Result<rustls::RootCertStore> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.context("ca: not a PEM certificate")?)?;
+    }
+    Ok(roots)
+}
+
+/// A client for the trust port (`host[:port]`, default 50001).
+pub async fn trust_client(
+    target: &str,
+    creds: &Credentials,
+) -> anyhow::Result<crate::machine::trust_service_client::TrustServiceClient<Channel>> {
+    let (host, port) = split_target(target);
+    let port = if target.ends_with(&format!(":{port}")) {
+        port
+    } else {
+        crate::TRUST_PORT
+    };
+    let addr = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    Ok(crate::machine::trust_service_client::TrustServiceClient::new(channel(&addr, creds).await?))
 }
 
 /// `host`, `host:port`, `[v6]:port` -> (host, port) with the machine API port as default.

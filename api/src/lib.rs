@@ -12,6 +12,9 @@ pub mod client;
 /// The port machined serves the machine API on.
 pub const MACHINE_API_PORT: u16 = 50000;
 
+/// The port nodes holding the machine CA key sign other nodes' API certificates on.
+pub const TRUST_PORT: u16 = 50001;
+
 /// Full gRPC path of a MachineService method, as seen by server middleware (`/pkg.Service/Method`).
 pub fn method_path(method: &str) -> String {
     format!("/ros.machine.v1.MachineService/{method}")

@@ -72,6 +72,12 @@ pub struct Machine {
     /// machined's own log (`rosctl logs machined`).
     pub log: LogBuffer,
     pub tls: TlsSwitch,
+    /// TLS of the trust port (signs other nodes' API certificates when this node has the CA key).
+    pub trust_tls: TlsSwitch,
+    /// Where to get this node's API certificate signed when it lacks the CA key (default: the
+    /// control-plane endpoint's host, port 50001).
+    pub trust_endpoint: Option<String>,
+    cert_fetch: Mutex<Option<JoinHandle<()>>>,
     running: watch::Sender<Option<Arc<Running>>>,
     pending_try: Mutex<Option<JoinHandle<()>>>,
     /// Serialises config changes (apply, try rollback, reboot, reset).
@@ -85,6 +91,7 @@ pub struct MachineOptions {
     pub paths: Paths,
     pub system: Arc<dyn System>,
     pub log: LogBuffer,
+    pub trust_endpoint: Option<String>,
 }
 
 impl Machine {
@@ -95,6 +102,7 @@ impl Machine {
             Supervisor::new(opts.paths.logs.clone(), resources.clone(), events.clone());
         let sans = base_sans(&opts.system.hostname(), opts.listen);
         let tls = TlsSwitch::new(tls::maintenance_config(&sans)?);
+        let trust_tls = TlsSwitch::new(tls::maintenance_config(&sans)?);
         let (running, _) = watch::channel(None);
         let machine = Arc::new(Self {
             dev: opts.dev,
@@ -107,6 +115,9 @@ impl Machine {
             supervisor,
             log: opts.log,
             tls,
+            trust_tls,
+            trust_endpoint: opts.trust_endpoint,
+            cert_fetch: Mutex::new(None),
             running,
             pending_try: Mutex::new(None),
             lifecycle: tokio::sync::Mutex::new(()),
@@ -136,6 +147,52 @@ impl Machine {
         self.running()
             .and_then(|r| r.hostname())
             .unwrap_or_else(|| self.system.hostname())
+    }
+
+    fn stop_cert_fetch(&self) {
+        if let Some(h) = self.cert_fetch.lock().expect("cert lock").take() {
+            h.abort();
+        }
+    }
+
+    /// Sets the API's TLS for a config: a certificate from the CA when this node holds its
+    /// key (and the trust port then signs other nodes' certificates), else a temporary
+    /// self-signed one while the certificate is requested from the trust endpoint.
+    fn configure_tls(
+        &self,
+        cfg: &ros_config::MachineConfig,
+        sans: Vec<String>,
+    ) -> Result<(), String> {
+        self.stop_cert_fetch();
+        let ca = &cfg.machine.ca;
+        let ca_pem = ca.crt_pem().map_err(|e| format!("machine.ca.crt: {e}"))?;
+        if ca.has_key() {
+            let key = ca.key_pem().map_err(|e| format!("machine.ca.key: {e}"))?;
+            let id = tls::issued_identity(&ca_pem, &key, &sans).map_err(|e| e.to_string())?;
+            self.tls
+                .set(tls::mutual_config(&ca_pem, id.clone()).map_err(|e| e.to_string())?);
+            self.trust_tls
+                .set(tls::server_only_config(id).map_err(|e| e.to_string())?);
+            return Ok(());
+        }
+        let id = tls::self_signed_identity(&sans).map_err(|e| e.to_string())?;
+        self.tls
+            .set(tls::mutual_config(&ca_pem, id).map_err(|e| e.to_string())?);
+        let endpoint = self
+            .trust_endpoint
+            .clone()
+            .or_else(|| endpoint_host(cfg))
+            .ok_or("no trust endpoint: cluster.controlPlane.endpoint is not set")?;
+        let task = tokio::spawn(fetch_certificate(
+            self.tls.clone(),
+            self.events.clone(),
+            endpoint,
+            ca_pem,
+            cfg.machine.token.clone(),
+            sans,
+        ));
+        *self.cert_fetch.lock().expect("cert lock") = Some(task);
+        Ok(())
     }
 
     /// Whether `target` (as a client wrote it) names this node.
@@ -217,15 +274,13 @@ impl Machine {
                     );
                 }
                 sans.dedup();
-                match configured_tls(&r.config, &sans) {
-                    Ok(config) => self.tls.set(config),
-                    Err(e) => {
-                        status_error = Some(format!("machine API TLS: {e}"));
-                        tracing::error!("machine API TLS: {e}");
-                    }
+                if let Err(e) = self.configure_tls(&r.config, sans) {
+                    status_error = Some(format!("machine API TLS: {e}"));
+                    tracing::error!("machine API TLS: {e}");
                 }
             }
             None => {
+                self.stop_cert_fetch();
                 self.resources.delete("MachineConfig", "v1alpha1");
                 match tls::maintenance_config(&base_sans(&self.system.hostname(), self.listen)) {
                     Ok(config) => self.tls.set(config),
@@ -358,16 +413,78 @@ fn base_sans(hostname: &str, listen: SocketAddr) -> Vec<String> {
     sans
 }
 
-fn configured_tls(
-    cfg: &ros_config::MachineConfig,
+/// The control-plane endpoint's host (`https://host:6443` -> `host`).
+fn endpoint_host(cfg: &ros_config::MachineConfig) -> Option<String> {
+    let url = &cfg.cluster.control_plane.as_ref()?.endpoint;
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    let host_port = rest.split('/').next()?;
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next()?.to_string(),
+        None => host_port
+            .rsplit_once(':')
+            .map(|(h, _)| h)
+            .unwrap_or(host_port)
+            .to_string(),
+    };
+    (!host.is_empty()).then_some(host)
+}
+
+/// Gets this node's API certificate signed by a node holding the CA key, retrying with
+/// backoff, then switches the API to it.
+async fn fetch_certificate(
+    tls: TlsSwitch,
+    events: EventBus,
+    endpoint: String,
+    ca_pem: String,
+    token: String,
+    sans: Vec<String>,
+) {
+    let mut attempt = 0u32;
+    loop {
+        match try_fetch(&endpoint, &ca_pem, &token, &sans).await {
+            Ok(config) => {
+                tls.set(config);
+                events.publish(
+                    "machine",
+                    format!("machine API certificate signed by {endpoint}"),
+                );
+                return;
+            }
+            Err(e) => {
+                if attempt == 0 {
+                    events.publish(
+                        "machine",
+                        format!("machine API certificate from {endpoint}: {e}; retrying"),
+                    );
+                }
+                tokio::time::sleep(crate::controllers::retry_delay(attempt)).await;
+                attempt += 1;
+            }
+        }
+    }
+}
+
+async fn try_fetch(
+    endpoint: &str,
+    ca_pem: &str,
+    token: &str,
     sans: &[String],
 ) -> Result<Arc<rustls::ServerConfig>, String> {
-    let ca = &cfg.machine.ca;
-    let crt = ca.crt_pem().map_err(|e| format!("machine.ca.crt: {e}"))?;
-    let key = if ca.has_key() {
-        Some(ca.key_pem().map_err(|e| format!("machine.ca.key: {e}"))?)
-    } else {
-        None
+    let (csr_pem, key_pem) = tls::server_csr(sans).map_err(|e| e.to_string())?;
+    let creds = ros_api::client::Credentials::ServerOnly {
+        ca_pem: ca_pem.to_string(),
     };
-    tls::configured_config(&crt, key.as_deref(), sans).map_err(|e| e.to_string())
+    let mut client = ros_api::client::trust_client(endpoint, &creds)
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+    let reply = client
+        .certificate(ros_api::machine::CertificateRequest {
+            token: token.to_string(),
+            csr_pem,
+        })
+        .await
+        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+        .into_inner();
+    let id = tls::identity_from_pem(&reply.crt_pem, &key_pem, ca_pem).map_err(|e| e.to_string())?;
+    tls::mutual_config(ca_pem, id).map_err(|e| e.to_string())
 }

@@ -20,6 +20,13 @@ struct Args {
     /// Address of the machine API (default 127.0.0.1:50000 in dev mode, 0.0.0.0:50000 on a node).
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
+    /// Address of the trust port (default 127.0.0.1:50001 in dev mode, 0.0.0.0:50001 on a node).
+    #[arg(long, value_name = "ADDR")]
+    trust_listen: Option<SocketAddr>,
+    /// Where a node without the machine CA key gets its API certificate signed
+    /// [default: the host of cluster.controlPlane.endpoint, port 50001].
+    #[arg(long, value_name = "HOST:PORT")]
+    trust_endpoint: Option<String>,
     /// Dev mode: the config the platform offers at boot (like `ros.config=` on a node).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -99,6 +106,14 @@ async fn run(args: Args, log: machined::logbuf::LogBuffer) -> anyhow::Result<()>
         }
     };
 
+    let trust_listen = args.trust_listen.unwrap_or_else(|| {
+        let port = if listen.port() == 0 {
+            0
+        } else {
+            ros_api::TRUST_PORT
+        };
+        SocketAddr::new(listen.ip(), port)
+    });
     let machine = Machine::new(MachineOptions {
         dev,
         platform,
@@ -106,6 +121,7 @@ async fn run(args: Args, log: machined::logbuf::LogBuffer) -> anyhow::Result<()>
         paths,
         system,
         log,
+        trust_endpoint: args.trust_endpoint.clone(),
     })?;
     if let Some(path) = &args.services {
         let text = std::fs::read_to_string(path)
@@ -121,17 +137,23 @@ async fn run(args: Args, log: machined::logbuf::LogBuffer) -> anyhow::Result<()>
         .map_err(|e| anyhow::anyhow!("--listen {listen}: {e}"))?;
     // Tests and scripts read the bound address (useful with port 0) from this line.
     let bound = listener.local_addr()?;
+    let trust = tokio::net::TcpListener::bind(trust_listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("--trust-listen {trust_listen}: {e}"))?;
     println!("machined: listening on {bound}");
+    println!("machined: trust on {}", trust.local_addr()?);
     tracing::info!(dev, "machine API on {bound}");
 
     machined::controllers::spawn(machine.clone());
     machine.boot(platform_config).await;
 
     let server = tokio::spawn(machined::api::serve(machine.clone(), listener));
+    let trust_server = tokio::spawn(machined::api::serve_trust(machine.clone(), trust));
     shutdown_signal().await;
     tracing::info!("stopping services");
     machine.supervisor.stop_all().await;
     server.abort();
+    trust_server.abort();
     Ok(())
 }
 

@@ -50,55 +50,113 @@ fn with_h2(mut config: rustls::ServerConfig) -> Arc<rustls::ServerConfig> {
     Arc::new(config)
 }
 
-/// Maintenance mode: self-signed, no client authentication.
-pub fn maintenance_config(sans: &[String]) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+/// A server certificate chain and its key.
+pub struct Identity {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+}
+
+impl Clone for Identity {
+    fn clone(&self) -> Self {
+        Self {
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+        }
+    }
+}
+
+fn pem_cert(pem: &str, what: &str) -> Result<CertificateDer<'static>, TlsError> {
+    rustls::pki_types::pem::PemObject::from_pem_slice(pem.as_bytes())
+        .map_err(|e| TlsError::Ca(format!("{what} is not PEM: {e}")))
+}
+
+pub fn self_signed_identity(sans: &[String]) -> Result<Identity, TlsError> {
     let key = KeyPair::generate()?;
     let cert = server_params(sans)?.self_signed(&key)?;
+    Ok(Identity {
+        chain: vec![cert.der().clone()],
+        key: key_der(&key),
+    })
+}
+
+/// A server certificate for `sans` issued by the CA.
+pub fn issued_identity(
+    ca_pem: &str,
+    ca_key_pem: &str,
+    sans: &[String],
+) -> Result<Identity, TlsError> {
+    let ca_key = KeyPair::from_pem(ca_key_pem).map_err(|e| TlsError::Ca(format!("key: {e}")))?;
+    let issuer = Issuer::from_ca_cert_pem(ca_pem, ca_key)
+        .map_err(|e| TlsError::Ca(format!("certificate: {e}")))?;
+    let key = KeyPair::generate()?;
+    let cert = server_params(sans)?.signed_by(&key, &issuer)?;
+    Ok(Identity {
+        chain: vec![cert.der().clone(), pem_cert(ca_pem, "certificate")?],
+        key: key_der(&key),
+    })
+}
+
+/// An identity from a certificate (signed elsewhere) and its key, both PEM.
+pub fn identity_from_pem(crt_pem: &str, key_pem: &str, ca_pem: &str) -> Result<Identity, TlsError> {
+    let key = KeyPair::from_pem(key_pem).map_err(|e| TlsError::Ca(format!("server key: {e}")))?;
+    Ok(Identity {
+        chain: vec![
+            pem_cert(crt_pem, "server certificate")?,
+            pem_cert(ca_pem, "certificate")?,
+        ],
+        key: key_der(&key),
+    })
+}
+
+/// A certificate request for `sans`: (CSR PEM, private key PEM).
+pub fn server_csr(sans: &[String]) -> Result<(String, String), TlsError> {
+    let key = KeyPair::generate()?;
+    let csr = server_params(sans)?.serialize_request(&key)?;
+    Ok((csr.pem()?, key.serialize_pem()))
+}
+
+/// Signs a node's server certificate request with the CA; only server use, never a CA.
+pub fn sign_server_csr(ca_pem: &str, ca_key_pem: &str, csr_pem: &str) -> Result<String, TlsError> {
+    let ca_key = KeyPair::from_pem(ca_key_pem).map_err(|e| TlsError::Ca(format!("key: {e}")))?;
+    let issuer = Issuer::from_ca_cert_pem(ca_pem, ca_key)
+        .map_err(|e| TlsError::Ca(format!("certificate: {e}")))?;
+    let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)?;
+    csr.params.is_ca = rcgen::IsCa::NoCa;
+    csr.params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    csr.params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+    let now = time::OffsetDateTime::now_utc();
+    csr.params.not_before = now - time::Duration::hours(1);
+    csr.params.not_after = now + time::Duration::days(365);
+    Ok(csr.signed_by(&issuer)?.pem())
+}
+
+/// Maintenance mode: self-signed, no client authentication.
+pub fn maintenance_config(sans: &[String]) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    server_only_config(self_signed_identity(sans)?)
+}
+
+/// No client certificate (maintenance mode, the trust port).
+pub fn server_only_config(id: Identity) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_single_cert(vec![cert.der().clone()], key_der(&key))?;
+        .with_single_cert(id.chain, id.key)?;
     Ok(with_h2(config))
 }
 
-/// Configured mode: server certificate from the machine CA (self-signed when this node does
-/// not hold the CA key), client certificates verified against the CA.
-pub fn configured_config(
-    ca_pem: &str,
-    ca_key_pem: Option<&str>,
-    sans: &[String],
-) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let ca_der = rustls::pki_types::pem::PemObject::from_pem_slice(ca_pem.as_bytes())
-        .map_err(|e| TlsError::Ca(format!("certificate is not PEM: {e}")))?;
+/// Configured mode: client certificates required and verified against the CA.
+pub fn mutual_config(ca_pem: &str, id: Identity) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let mut roots = RootCertStore::empty();
-    roots.add(ca_der).map_err(|e| TlsError::Ca(e.to_string()))?;
+    roots
+        .add(pem_cert(ca_pem, "certificate")?)
+        .map_err(|e| TlsError::Ca(e.to_string()))?;
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
         .build()
         .map_err(|e| TlsError::Ca(e.to_string()))?;
-
-    let key = KeyPair::generate()?;
-    let params = server_params(sans)?;
-    let cert = match ca_key_pem {
-        Some(ca_key) => {
-            let ca_key =
-                KeyPair::from_pem(ca_key).map_err(|e| TlsError::Ca(format!("key: {e}")))?;
-            let issuer = Issuer::from_ca_cert_pem(ca_pem, ca_key)
-                .map_err(|e| TlsError::Ca(format!("certificate: {e}")))?;
-            params.signed_by(&key, &issuer)?
-        }
-        None => params.self_signed(&key)?,
-    };
-    let mut chain: Vec<CertificateDer<'static>> = vec![cert.der().clone()];
-    if ca_key_pem.is_some() {
-        chain.push(
-            rustls::pki_types::pem::PemObject::from_pem_slice(ca_pem.as_bytes())
-                .map_err(|e| TlsError::Ca(e.to_string()))?,
-        );
-    }
     let config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key_der(&key))?;
+        .with_single_cert(id.chain, id.key)?;
     Ok(with_h2(config))
 }
 

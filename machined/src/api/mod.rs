@@ -5,6 +5,7 @@ pub mod auth;
 pub mod proxy;
 mod service;
 pub mod sysinfo;
+mod trust;
 
 use crate::machine::Machine;
 use ros_api::machine::machine_service_server::MachineServiceServer;
@@ -17,10 +18,14 @@ use tokio_stream::wrappers::ReceiverStream;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves the API on `listener` until the process ends.
-pub async fn serve(machine: Arc<Machine>, listener: TcpListener) -> anyhow::Result<()> {
+/// TLS connections accepted on `listener`, each with the config current at accept time (so a
+/// mode switch applies to new connections at once).
+fn incoming(
+    listener: TcpListener,
+    tls: crate::tls::TlsSwitch,
+) -> ReceiverStream<Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::io::Error>>
+{
     let (tx, rx) = mpsc::channel(64);
-    let tls = machine.tls.clone();
     tokio::spawn(async move {
         loop {
             let (tcp, peer) = match listener.accept().await {
@@ -31,14 +36,12 @@ pub async fn serve(machine: Arc<Machine>, listener: TcpListener) -> anyhow::Resu
                     continue;
                 }
             };
-            // Each connection gets the config current at accept time, so a mode switch applies
-            // to new connections at once.
             let acceptor = TlsAcceptor::from(tls.current());
             let tx = tx.clone();
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
-                        let _ = tx.send(Ok::<_, std::io::Error>(stream)).await;
+                        let _ = tx.send(Ok(stream)).await;
                     }
                     Ok(Err(e)) => tracing::info!(%peer, "TLS handshake refused: {e}"),
                     Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
@@ -46,12 +49,32 @@ pub async fn serve(machine: Arc<Machine>, listener: TcpListener) -> anyhow::Resu
             });
         }
     });
+    ReceiverStream::new(rx)
+}
+
+/// Serves the machine API on `listener` until the process ends.
+pub async fn serve(machine: Arc<Machine>, listener: TcpListener) -> anyhow::Result<()> {
+    let stream = incoming(listener, machine.tls.clone());
     tonic::transport::Server::builder()
         .layer(auth::AuthLayer {
             machine: machine.clone(),
         })
         .add_service(MachineServiceServer::new(service::Api { machine }))
-        .serve_with_incoming(ReceiverStream::new(rx))
+        .serve_with_incoming(stream)
+        .await?;
+    Ok(())
+}
+
+/// Serves the trust port (certificate signing for nodes without the CA key).
+pub async fn serve_trust(machine: Arc<Machine>, listener: TcpListener) -> anyhow::Result<()> {
+    let stream = incoming(listener, machine.trust_tls.clone());
+    tonic::transport::Server::builder()
+        .add_service(
+            ros_api::machine::trust_service_server::TrustServiceServer::new(trust::Trust {
+                machine,
+            }),
+        )
+        .serve_with_incoming(stream)
         .await?;
     Ok(())
 }

@@ -16,6 +16,7 @@ use std::time::Duration;
 pub struct Node {
     pub child: Child,
     pub addr: String,
+    pub trust_addr: String,
     pub dir: tempfile::TempDir,
 }
 
@@ -37,16 +38,27 @@ impl Node {
             .spawn()
             .expect("spawn machined");
         let stdout = child.stdout.take().expect("stdout");
+        let mut reader = BufReader::new(stdout);
         let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read machined stdout");
+        reader.read_line(&mut line).expect("read machined stdout");
+        let mut trust = String::new();
+        reader.read_line(&mut trust).expect("read machined stdout");
+        let trust_addr = trust
+            .trim()
+            .strip_prefix("machined: trust on ")
+            .unwrap_or_default()
+            .to_string();
         let addr = line
             .trim()
             .strip_prefix("machined: listening on ")
             .unwrap_or_else(|| panic!("unexpected machined output {line:?}"))
             .to_string();
-        Node { child, addr, dir }
+        Node {
+            child,
+            addr,
+            trust_addr,
+            dir,
+        }
     }
 
     pub fn state_config(&self) -> Option<String> {
@@ -80,6 +92,7 @@ impl Drop for Node {
 /// A generated cluster PKI with the control-plane config.
 pub struct Pki {
     pub controlplane: String,
+    pub worker: String,
     pub ca_crt: String,
     pub ca_key: String,
 }
@@ -99,6 +112,7 @@ impl Pki {
         let ca = &generated.control_plane.machine.ca;
         Pki {
             controlplane: generated.control_plane.to_yaml(),
+            worker: generated.worker.to_yaml(),
             ca_crt: ca.crt_pem().expect("ca crt"),
             ca_key: ca.key_pem().expect("ca key"),
         }
