@@ -45,4 +45,9 @@ TEST_PACKAGES=(
   cpio:cpio
   zstd:zstd
   iproute2:ip
+  kmod:depmod
+  kubectl:kubectl
+  python3-kubernetes:/usr/lib/python3/dist-packages/kubernetes
+  containerd:containerd
+  runc:runc
 )
