@@ -50,4 +50,13 @@ TEST_PACKAGES=(
   python3-kubernetes:/usr/lib/python3/dist-packages/kubernetes
   containerd:containerd
   runc:runc
+  qemu-utils:qemu-img
+  grub-common:grub-mkimage
+  grub-efi-amd64-bin:/usr/lib/grub/x86_64-efi
+  grub-pc-bin:/usr/lib/grub/i386-pc
+  xorriso:xorriso
+  ovmf:/usr/share/ovmf/OVMF.fd
+  fdisk:sfdisk
+  mtools:mcopy
+  ca-certificates:/etc/ssl/certs/ca-certificates.crt
 )
