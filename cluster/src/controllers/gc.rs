@@ -179,11 +179,11 @@ async fn sweep(client: &Client) -> Result<bool, kube::Error> {
                         .await,
                 )?;
             }
-            remove_finalizer(client, o, "orphan").await?;
+            busy |= !remove_finalizer(client, o, "orphan").await?;
         } else if finalizers.iter().any(|f| f == "foregroundDeletion") {
             let live: Vec<&usize> = deps.iter().collect();
             if live.is_empty() {
-                remove_finalizer(client, o, "foregroundDeletion").await?;
+                busy |= !remove_finalizer(client, o, "foregroundDeletion").await?;
             } else {
                 busy = true;
                 for &&i in &live {
@@ -263,7 +263,8 @@ async fn sweep(client: &Client) -> Result<bool, kube::Error> {
     Ok(busy)
 }
 
-async fn remove_finalizer(client: &Client, o: &Obj, f: &str) -> Result<(), kube::Error> {
+/// Whether the finalizer is gone; false when the object changed meanwhile (try again).
+async fn remove_finalizer(client: &Client, o: &Obj, f: &str) -> Result<bool, kube::Error> {
     let left: Vec<String> =
         o.o.metadata
             .finalizers
@@ -273,15 +274,20 @@ async fn remove_finalizer(client: &Client, o: &Obj, f: &str) -> Result<(), kube:
             .cloned()
             .collect();
     let rv = o.o.metadata.resource_version.clone();
-    ignore_missing(
-        o.api(client)
-            .patch(
-                &o.name(),
-                &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"finalizers": left, "resourceVersion": rv}})),
-            )
-            .await,
-    )
+    match o
+        .api(client)
+        .patch(
+            &o.name(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": left, "resourceVersion": rv}})),
+        )
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 fn ignore_missing<T>(r: Result<T, kube::Error>) -> Result<(), kube::Error> {
