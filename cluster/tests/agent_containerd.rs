@@ -105,6 +105,29 @@ spec:
         self.server.ok_stdin(&["apply", "-f", "-"], &yaml);
     }
 
+    /// A pod whose env comes from ConfigMap `config_map` (key `k`).
+    fn apply_pod_env_from(&self, name: &str, config_map: &str) {
+        let yaml = format!(
+            "apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  nodeName: {NODE}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: {IMAGE}
+    command: [/bin/sh, -c, 'echo $K; exec sleep 1000']
+    env:
+    - name: K
+      valueFrom:
+        configMapKeyRef: {{name: {config_map}, key: k}}
+"
+        );
+        self.server.ok_stdin(&["apply", "-f", "-"], &yaml);
+    }
+
     /// Waits until pod `name`'s first container status satisfies `check`; returns the pod.
     fn wait_pod(&self, name: &str, what: &str, check: impl Fn(&Value, &Value) -> bool) -> Value {
         wait_for(
@@ -386,4 +409,116 @@ fn restarted_agent_adopts_running_containers() {
                 .to_string()
         ]
     );
+}
+
+#[test]
+fn config_maps_secrets_and_volumes_reach_the_container() {
+    let h = Harness::start();
+    let host_dir = tempfile::tempdir().unwrap();
+    std::fs::write(host_dir.path().join("marker"), "from-host").unwrap();
+    let yaml = format!(
+        "apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: app
+data:
+  mode: fast
+  app.conf: x=1
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: creds
+data:
+  password: aHVudGVyMg==
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: reader
+spec:
+  nodeName: {NODE}
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: {IMAGE}
+    command: [/bin/sh, -c]
+    args:
+    - echo mode=$MODE pw=$PW cm=$CM_mode; cat /etc/app/app.conf; echo; cat /secrets/password; echo;
+      echo scratch > /scratch/f; cat /scratch/f; cat /host/marker; echo
+    env:
+    - name: MODE
+      valueFrom:
+        configMapKeyRef: {{name: app, key: mode}}
+    - name: PW
+      valueFrom:
+        secretKeyRef: {{name: creds, key: password}}
+    envFrom:
+    - configMapRef: {{name: app}}
+      prefix: CM_
+    volumeMounts:
+    - {{name: conf, mountPath: /etc/app, readOnly: true}}
+    - {{name: sec, mountPath: /secrets}}
+    - {{name: scratch, mountPath: /scratch}}
+    - {{name: host, mountPath: /host}}
+  volumes:
+  - name: conf
+    configMap: {{name: app}}
+  - name: sec
+    secret: {{secretName: creds}}
+  - name: scratch
+    emptyDir: {{}}
+  - name: host
+    hostPath: {{path: {host}}}
+",
+        host = host_dir.path().display()
+    );
+    h.server.ok_stdin(&["apply", "-f", "-"], &yaml);
+    let p = h.wait_pod("reader", "Succeeded", |p, _| {
+        p["status"]["phase"] != "Pending" && p["status"]["phase"] != "Running"
+    });
+    assert_eq!(p["status"]["phase"], "Succeeded", "{p:#}\n{}", h.context());
+    let logs = h.server.ok(&["logs", "reader"]);
+    assert_eq!(
+        logs.lines().collect::<Vec<_>>(),
+        [
+            "mode=fast pw=hunter2 cm=fast",
+            "x=1",
+            "hunter2",
+            "scratch",
+            "from-host"
+        ],
+        "{logs}"
+    );
+
+    // A missing ConfigMap holds the container back until it exists.
+    h.apply_pod_env_from("waits", "later");
+    let p = h.wait_pod("waits", "CreateContainerConfigError", |_, cs| {
+        cs["state"]["waiting"]["reason"] == "CreateContainerConfigError"
+    });
+    let msg = p["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(msg.contains("configmap \"later\" not found"), "{msg}");
+    h.server
+        .ok(&["create", "configmap", "later", "--from-literal=k=v"]);
+    h.wait_pod("waits", "Running", running);
+
+    // An image containerd does not have surfaces as ErrImagePull.
+    h.server.ok_stdin(
+        &["apply", "-f", "-"],
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: noimage\nspec:\n  nodeName: {NODE}\n  containers:\n  - name: main\n    image: absent:1\n"
+        ),
+    );
+    let p = h.wait_pod("noimage", "ErrImagePull", |_, cs| {
+        cs["state"]["waiting"]["reason"] == "ErrImagePull"
+    });
+    let msg = p["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(msg.contains("docker.io/library/absent:1"), "{msg}");
+    assert_eq!(p["status"]["phase"], "Pending");
 }

@@ -1,8 +1,8 @@
 //! The node agent (`cluster agent`): registers the Node, renews its Lease, and runs the
 //! pods bound to it through containerd.
 //!
-//! Not yet: image pulls from registries (images must already be in containerd), volumes,
-//! probes, init containers, logs/exec, pod network (containers share the node's network).
+//! Not yet: image pulls from registries (images must already be in containerd), projected
+//! volumes, probes, init containers, exec, pod network (containers share the node's network).
 
 pub mod logs;
 pub mod node;
@@ -10,6 +10,7 @@ pub mod pods;
 pub mod runtime;
 pub mod spec;
 pub mod status;
+pub mod volumes;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;

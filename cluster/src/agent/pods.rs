@@ -20,6 +20,7 @@ use tokio::sync::Notify;
 use super::runtime::{self, ContainerRuntime, PodContainer, TaskState};
 use super::spec;
 use super::status::{self, ContainerView, Observed};
+use super::volumes;
 
 const SIGTERM: u32 = 15;
 const SIGKILL: u32 = 9;
@@ -359,7 +360,24 @@ impl PodWorker {
         let log = log_dir.join(format!("{attempt}.log"));
         // Leaf cgroups runc removes with the container (no per-pod parent yet).
         let cgroup = format!("/ros/{id}");
-        let spec = spec::runtime_spec(pod, c, &image.config, &self.host_ip, &cgroup);
+        // Kubernetes' CreateContainerConfigError: a missing ConfigMap/Secret or a bad volume.
+        let inputs = async {
+            let refs = volumes::PodRefs::fetch(&self.client, pod).await?;
+            let env = refs.env(c)?;
+            let vols = volumes::prepare(pod, &refs, &self.pod_log_dir(pod))?;
+            anyhow::Ok((env, volumes::mounts(c, &vols)?))
+        }
+        .await;
+        let (env, mounts) = match inputs {
+            Ok(x) => x,
+            Err(e) => {
+                return Observed::Waiting {
+                    reason: "CreateContainerConfigError".into(),
+                    message: Some(format!("{e:#}")),
+                };
+            }
+        };
+        let spec = spec::runtime_spec(pod, c, &image.config, &self.host_ip, &cgroup, &env, mounts);
         let labels: BTreeMap<String, String> = [
             (runtime::LABEL_POD_UID, uid.clone()),
             (

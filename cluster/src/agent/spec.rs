@@ -4,6 +4,7 @@
 use k8s_openapi::api::core::v1::{Container, Pod};
 use serde_json::{Value, json};
 
+use super::volumes::RefEnv;
 use crate::scheduler::quantity;
 
 const DEFAULT_CAPS: &[&str] = &[
@@ -50,8 +51,14 @@ pub fn argv(c: &Container, image_config: &Value) -> Vec<String> {
 }
 
 /// Image env, then the container's env (later entries win, as in the kubelet). `valueFrom`
-/// is resolved for the pod's own fields (fieldRef); ConfigMap/Secret refs are not yet.
-pub fn env(pod: &Pod, c: &Container, image_config: &Value, host_ip: &str) -> Vec<String> {
+/// is resolved for the pod's own fields (fieldRef) and from `refs` (ConfigMaps, Secrets).
+pub fn env(
+    pod: &Pod,
+    c: &Container,
+    image_config: &Value,
+    host_ip: &str,
+    refs: &RefEnv,
+) -> Vec<String> {
     let mut out: Vec<(String, String)> = image_config["Env"]
         .as_array()
         .into_iter()
@@ -62,8 +69,14 @@ pub fn env(pod: &Pod, c: &Container, image_config: &Value, host_ip: &str) -> Vec
                 .map(|(k, v)| (k.to_string(), v.to_string()))
         })
         .collect();
+    for (k, v) in &refs.env_from {
+        out.retain(|(old, _)| old != k);
+        out.push((k.clone(), v.clone()));
+    }
     for e in c.env.iter().flatten() {
-        let value = if let Some(v) = &e.value {
+        let value = if let Some(v) = refs.value_from.get(&e.name) {
+            Some(v.clone())
+        } else if let Some(v) = &e.value {
             Some(v.clone())
         } else if let Some(f) = e.value_from.as_ref().and_then(|f| f.field_ref.as_ref()) {
             field_value(pod, &f.field_path, host_ip)
@@ -132,6 +145,8 @@ pub fn runtime_spec(
     image_config: &Value,
     host_ip: &str,
     cgroup_path: &str,
+    refs: &RefEnv,
+    volume_mounts: Vec<Value>,
 ) -> Value {
     let cwd = c
         .working_dir
@@ -158,7 +173,7 @@ pub fn runtime_spec(
             "terminal": false,
             "user": {"uid": uid, "gid": gid},
             "args": argv(c, image_config),
-            "env": env(pod, c, image_config, host_ip),
+            "env": env(pod, c, image_config, host_ip, refs),
             "cwd": cwd,
             "capabilities": {
                 "bounding": caps, "effective": caps, "permitted": caps,
@@ -194,6 +209,9 @@ pub fn runtime_spec(
             ],
         },
     });
+    if let Some(m) = spec["mounts"].as_array_mut() {
+        m.extend(volume_mounts);
+    }
     if privileged {
         spec["linux"]["maskedPaths"] = json!([]);
         spec["linux"]["readonlyPaths"] = json!([]);
@@ -240,7 +258,7 @@ mod tests {
         ]}));
         let img = json!({"Env": ["PATH=/bin", "HOME=/"]});
         assert_eq!(
-            env(&pod, &c, &img, "10.0.0.1"),
+            env(&pod, &c, &img, "10.0.0.1", &RefEnv::default()),
             ["HOME=/", "PATH=/x", "POD=p"]
         );
     }
