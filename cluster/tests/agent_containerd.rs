@@ -522,3 +522,21 @@ spec:
     assert!(msg.contains("docker.io/library/absent:1"), "{msg}");
     assert_eq!(p["status"]["phase"], "Pending");
 }
+
+#[test]
+fn node_is_not_ready_while_containerd_is_down() {
+    let mut h = Harness::start();
+    let ready = |h: &Harness, want: &str| {
+        let n = h.get(&["node", NODE])?;
+        let c = n["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "Ready")?
+            .clone();
+        (c["status"] == want).then_some(c)
+    };
+    wait_for("node Ready", || h.context(), || ready(&h, "True"));
+    h.containerd.kill_daemon();
+    let c = wait_for("node not Ready", || h.context(), || ready(&h, "False"));
+    assert_eq!(c["reason"], "ContainerRuntimeDown");
+}

@@ -68,6 +68,12 @@ impl Containerd {
         c
     }
 
+    /// Stops containerd (SIGKILL by PID) while the test goes on.
+    pub fn kill_daemon(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
     }
