@@ -140,8 +140,12 @@ async fn run(args: Args, log: machined::logbuf::LogBuffer) -> anyhow::Result<()>
     let trust = tokio::net::TcpListener::bind(trust_listen)
         .await
         .map_err(|e| anyhow::anyhow!("--trust-listen {trust_listen}: {e}"))?;
-    println!("machined: listening on {bound}");
-    println!("machined: trust on {}", trust.local_addr()?);
+    // One write, errors ignored: whoever started us may stop reading stdout at any time.
+    let banner = format!(
+        "machined: listening on {bound}\nmachined: trust on {}\n",
+        trust.local_addr()?
+    );
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), banner.as_bytes());
     tracing::info!(dev, "machine API on {bound}");
 
     machined::controllers::spawn(machine.clone());
