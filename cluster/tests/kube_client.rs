@@ -8,7 +8,9 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{
+    Api, DeleteParams, ListParams, PartialObjectMeta, Patch, PatchParams, PostParams,
+};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, Config};
@@ -201,8 +203,10 @@ async fn metadata_only_get_list_and_watch() {
         .unwrap();
     assert_eq!(list.items.len(), 1);
     assert_eq!(list.items[0].metadata.name.as_deref(), Some("meta"));
-    let stream = watcher::metadata_watcher(
-        cms.clone(),
+    let metadata_only: Api<PartialObjectMeta<ConfigMap>> =
+        Api::namespaced(cms.clone().into_client(), "default");
+    let stream = watcher::watcher(
+        metadata_only,
         watcher::Config::default().labels("app=kube-test"),
     );
     let mut stream = Box::pin(stream);
