@@ -50,6 +50,7 @@ TEST_PACKAGES=(
   python3-kubernetes:/usr/lib/python3/dist-packages/kubernetes
   containerd:containerd
   runc:runc
+  busybox-static:busybox
   qemu-utils:qemu-img
   grub-common:grub-mkimage
   grub-efi-amd64-bin:/usr/lib/grub/x86_64-efi
