@@ -263,31 +263,36 @@ async fn sweep(client: &Client) -> Result<bool, kube::Error> {
     Ok(busy)
 }
 
-/// Whether the finalizer is gone; false when the object changed meanwhile (try again).
+/// Removes finalizer `f` with a compare-and-swap on the resourceVersion, re-reading the
+/// object when it changed meanwhile. Whether it is gone (false: still racing, try later).
 async fn remove_finalizer(client: &Client, o: &Obj, f: &str) -> Result<bool, kube::Error> {
-    let left: Vec<String> =
-        o.o.metadata
+    let api = o.api(client);
+    let mut cur = o.o.clone();
+    for _ in 0..5 {
+        let left: Vec<String> = cur
+            .metadata
             .finalizers
             .iter()
             .flatten()
             .filter(|x| *x != f)
             .cloned()
             .collect();
-    let rv = o.o.metadata.resource_version.clone();
-    match o
-        .api(client)
-        .patch(
-            &o.name(),
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"finalizers": left, "resourceVersion": rv}})),
-        )
-        .await
-    {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(true),
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
-        Err(e) => Err(e),
+        let rv = cur.metadata.resource_version.clone();
+        let patch = json!({"metadata": {"finalizers": left, "resourceVersion": rv}});
+        match api
+            .patch(&o.name(), &PatchParams::default(), &Patch::Merge(patch))
+            .await
+        {
+            Ok(_) => return Ok(true),
+            Err(kube::Error::Api(e)) if e.code == 404 => return Ok(true),
+            Err(kube::Error::Api(e)) if e.code == 409 => match api.get_opt(&o.name()).await? {
+                Some(fresh) if fresh.metadata.uid == o.o.metadata.uid => cur = fresh,
+                _ => return Ok(true),
+            },
+            Err(e) => return Err(e),
+        }
     }
+    Ok(false)
 }
 
 fn ignore_missing<T>(r: Result<T, kube::Error>) -> Result<(), kube::Error> {

@@ -152,6 +152,14 @@ async fn handle(c: &Client, p: &Pod, next_ip: &AtomicU32) {
     let name = p.metadata.name.clone().unwrap_or_default();
     let api: Api<Pod> = Api::namespaced(c.clone(), &ns);
     if p.metadata.deletion_timestamp.is_some() {
+        // A pod still held by finalizers is finished once they are gone (another event).
+        if p.metadata
+            .finalizers
+            .as_ref()
+            .is_some_and(|f| !f.is_empty())
+        {
+            return;
+        }
         let _ = api
             .delete(&name, &DeleteParams::default().grace_period(0))
             .await;
