@@ -377,15 +377,8 @@ impl MachineService for Api {
         req: Request<pb::ServiceActionRequest>,
     ) -> Result<Response<pb::ServiceActionReply>, Status> {
         let id = req.into_inner().id;
-        self.machine
-            .supervisor
-            .start(&id)
-            .map_err(|e| Status::not_found(e.to_string()))?;
-        Ok(Response::new(pb::ServiceActionReply {
-            node: self.node(),
-            message: format!("service {id} start requested"),
-            id,
-        }))
+        let done = self.machine.supervisor.start(&id);
+        service_action_reply(self.node(), id, "start", done)
     }
 
     async fn service_stop(
@@ -393,15 +386,8 @@ impl MachineService for Api {
         req: Request<pb::ServiceActionRequest>,
     ) -> Result<Response<pb::ServiceActionReply>, Status> {
         let id = req.into_inner().id;
-        self.machine
-            .supervisor
-            .stop(&id)
-            .map_err(|e| Status::not_found(e.to_string()))?;
-        Ok(Response::new(pb::ServiceActionReply {
-            node: self.node(),
-            message: format!("service {id} stop requested"),
-            id,
-        }))
+        let done = self.machine.supervisor.stop(&id);
+        service_action_reply(self.node(), id, "stop", done)
     }
 
     async fn service_restart(
@@ -409,15 +395,8 @@ impl MachineService for Api {
         req: Request<pb::ServiceActionRequest>,
     ) -> Result<Response<pb::ServiceActionReply>, Status> {
         let id = req.into_inner().id;
-        self.machine
-            .supervisor
-            .restart(&id)
-            .map_err(|e| Status::not_found(e.to_string()))?;
-        Ok(Response::new(pb::ServiceActionReply {
-            node: self.node(),
-            message: format!("service {id} restart requested"),
-            id,
-        }))
+        let done = self.machine.supervisor.restart(&id);
+        service_action_reply(self.node(), id, "restart", done)
     }
 
     type LogsStream = Stream_<pb::LogChunk>;
@@ -665,4 +644,19 @@ impl MachineService for Api {
             Err(e) => Err(io_status(&path.display().to_string(), e)),
         }
     }
+}
+
+/// The reply shared by service start/stop/restart: an unknown service is NotFound.
+fn service_action_reply<E: std::fmt::Display>(
+    node: String,
+    id: String,
+    verb: &str,
+    done: Result<(), E>,
+) -> Result<Response<pb::ServiceActionReply>, Status> {
+    done.map_err(|e| Status::not_found(e.to_string()))?;
+    Ok(Response::new(pb::ServiceActionReply {
+        node,
+        message: format!("service {id} {verb} requested"),
+        id,
+    }))
 }
