@@ -69,6 +69,8 @@ async fn run(args: Args, log: machined::logbuf::LogBuffer) -> anyhow::Result<()>
         ),
         None => {
             let paths = Paths::node();
+            // STATE and EPHEMERAL from disk partitions when there are any (system/disks.rs).
+            machined::system::disks::mount_and_log();
             let system = Arc::new(LinuxSystem::new(paths.init_socket.clone()));
             (
                 paths,

@@ -394,7 +394,19 @@ impl MachineService for Api {
         &self,
         req: Request<pb::ServiceActionRequest>,
     ) -> Result<Response<pb::ServiceActionReply>, Status> {
+        let admin = role(&req) == Role::Admin;
         let id = req.into_inner().id;
+        // ros.debug only: machined kills itself so init's restart can be tested (system/debug.rs).
+        let cmdline = crate::intake::Cmdline::read();
+        if crate::system::debug::self_kill_allowed(&id, self.machine.dev, admin, &cmdline) {
+            crate::system::debug::kill_self_after(std::time::Duration::from_millis(500));
+            return service_action_reply(
+                self.node(),
+                id,
+                "restart (SIGKILL, ros.debug)",
+                Ok::<(), String>(()),
+            );
+        }
         let done = self.machine.supervisor.restart(&id);
         service_action_reply(self.node(), id, "restart", done)
     }

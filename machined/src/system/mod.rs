@@ -1,8 +1,10 @@
 //! System effects behind a trait: the real Linux implementation runs on a booted node, the dev
 //! implementation records what would have happened (so machined is testable on any host).
 
+pub mod debug;
 mod dev;
 pub mod dhcp;
+pub mod disks;
 mod linux;
 pub mod netlink;
 pub mod power;
