@@ -2,10 +2,12 @@
 //! loop) over our API server, requeued with exponential backoff on error. The whole set runs
 //! while this process holds the `kube-controller-manager` Lease.
 
+pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod events;
 pub mod gc;
+pub mod job;
 pub mod manager;
 pub mod nodelifecycle;
 pub mod podcidr;
@@ -184,6 +186,8 @@ pub async fn run(client: Client, opts: Options) {
     tokio::join!(
         replicaset::run(client.clone()),
         deployment::run(client.clone()),
+        daemonset::run(client.clone()),
+        job::run(client.clone()),
         gc::run(client.clone()),
         endpoints::run(client.clone()),
         serviceaccount::run(client.clone()),

@@ -28,6 +28,8 @@ pub struct NodeInfo {
     pub host_ports: Vec<HostPort>,
     /// Pods per controlling owner uid (for spreading).
     pub by_owner: HashMap<String, usize>,
+    /// The placed pods' namespaces, labels and anti-affinity (for inter-pod affinity).
+    pub placed: Vec<super::affinity::Placed>,
 }
 
 impl NodeInfo {
@@ -38,6 +40,7 @@ impl NodeInfo {
             pods: 0,
             host_ports: Vec::new(),
             by_owner: HashMap::new(),
+            placed: Vec::new(),
         }
     }
 
@@ -55,6 +58,7 @@ impl NodeInfo {
         if let Some(uid) = controller_uid(pod) {
             *self.by_owner.entry(uid).or_default() += 1;
         }
+        self.placed.push(super::affinity::Placed::of(pod));
     }
 
     /// Allocatable (falling back to capacity) of `resource`, in milli-units for cpu.

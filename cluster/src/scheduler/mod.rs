@@ -3,6 +3,7 @@
 //! fits nowhere gets `PodScheduled=False` and an Event, and is tried again when a node or
 //! pod changes; a pass only writes what changed, so its own writes do not loop.
 
+pub mod affinity;
 pub mod filter;
 pub mod quantity;
 pub mod score;
@@ -78,6 +79,8 @@ struct State {
     assumed: HashMap<String, String>,
     /// The last unschedulable message written per pod uid (so it is written once).
     reported: HashMap<String, String>,
+    /// Placed pods with required anti-affinity, rebuilt each pass.
+    anti: affinity::AntiIndex,
 }
 
 fn pending(p: &Pod) -> bool {
@@ -139,6 +142,7 @@ impl State {
                 waiting.push(p.clone());
             }
         }
+        self.anti = affinity::anti_index(&infos);
         self.assumed.retain(|uid, _| live.contains(uid));
         self.reported.retain(|uid, _| live.contains(uid));
         waiting.sort_by(|a, b| {
@@ -163,7 +167,9 @@ impl State {
         let mut reasons: BTreeMap<&'static str, usize> = BTreeMap::new();
         let mut feasible = Vec::new();
         for info in infos.values() {
-            match filter::fits(pod, info) {
+            match filter::fits(pod, info)
+                .and_then(|()| affinity::check(pod, info, infos, &self.anti))
+            {
                 Ok(()) => feasible.push(info),
                 Err(r) => *reasons.entry(r).or_default() += 1,
             }
@@ -201,6 +207,9 @@ impl State {
                 self.assumed.insert(uid, best.clone());
                 if let Some(info) = infos.get_mut(&best) {
                     info.add(pod);
+                }
+                if !affinity::required_anti_affinity(pod).is_empty() {
+                    self.anti.push((best.clone(), affinity::Placed::of(pod)));
                 }
                 let client = client.clone();
                 let reference = events::reference("v1", "Pod", &pod.metadata);
