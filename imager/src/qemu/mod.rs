@@ -4,11 +4,15 @@
 
 pub mod accel;
 pub mod console;
+pub mod launch;
+pub mod netns;
+pub mod process;
 pub mod qmp;
 pub mod vm;
 
 pub use accel::Accel;
-pub use vm::{BootSource, Forward, OVMF, Vm, VmSpec, free_port};
+pub use launch::start_detached;
+pub use vm::{BootSource, Forward, OVMF, TapNic, Vm, VmSpec, free_port};
 
 /// The guest port of the machine API.
 pub const MACHINE_API_PORT: u16 = 50000;

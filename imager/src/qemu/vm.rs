@@ -1,9 +1,8 @@
 //! One QEMU process: started from a [`VmSpec`], killed by PID when dropped.
 
-use std::fs::File;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -12,7 +11,6 @@ use super::accel::Accel;
 use super::console;
 use super::qmp::Qmp;
 use super::{BASE_CMDLINE, FW_CFG_CONFIG, MACHINE_API_PORT};
-use crate::tools::QEMU_SYSTEM;
 
 /// A TCP port on 127.0.0.1 forwarded to a guest port (QEMU user networking).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +31,17 @@ pub enum BootSource {
     Cdrom { iso: PathBuf, uefi: bool },
 }
 
+/// A NIC on a tap in network namespace `netns` (see [`super::netns`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TapNic {
+    pub netns: String,
+    pub ifname: String,
+    pub mac: String,
+}
+
+/// The descriptor number the first tap gets in QEMU; the others follow.
+pub const FIRST_TAP_FD: i32 = 3;
+
 /// Debian's OVMF build (package ovmf).
 pub const OVMF: &str = "/usr/share/ovmf/OVMF.fd";
 
@@ -49,6 +58,9 @@ pub struct VmSpec {
     /// Given to the guest as fw_cfg `opt/ros/config`.
     pub machine_config: Option<PathBuf>,
     pub forwards: Vec<Forward>,
+    /// NICs on taps in a network namespace (after the user-mode NIC, so the guest sees them
+    /// as eth1, eth2, ...).
+    pub taps: Vec<TapNic>,
     /// Raw disk images attached as virtio-blk drives, in order.
     pub disks: Vec<PathBuf>,
     /// Holds console.log, qemu.log and the QMP socket (keep it short: socket paths are
@@ -81,6 +93,7 @@ impl VmSpec {
                 host: api_port,
                 guest: MACHINE_API_PORT,
             }],
+            taps: Vec::new(),
             disks: Vec::new(),
             state_dir: state_dir.to_path_buf(),
         }
@@ -166,6 +179,14 @@ impl VmSpec {
             "-device".into(),
             "virtio-net-pci,netdev=net0,romfile=".into(),
         ]);
+        for (index, tap) in self.taps.iter().enumerate() {
+            let fd = FIRST_TAP_FD + index as i32;
+            args.extend(["-netdev".into(), format!("tap,id=tap{index},fd={fd}")]);
+            args.extend([
+                "-device".into(),
+                format!("virtio-net-pci,netdev=tap{index},mac={},romfile=", tap.mac),
+            ]);
+        }
         args.extend(["-device".into(), "virtio-rng-pci".into()]);
         if let Some(config) = &self.machine_config {
             args.push("-fw_cfg".into());
@@ -197,46 +218,7 @@ pub struct Vm {
 
 impl Vm {
     pub fn start(spec: VmSpec) -> Result<Self> {
-        let qemu = QEMU_SYSTEM.find()?;
-        std::fs::create_dir_all(&spec.state_dir)
-            .with_context(|| format!("creating VM state dir {}", spec.state_dir.display()))?;
-        let qmp_path = spec.qmp_path();
-        if qmp_path.as_os_str().len() > 107 {
-            bail!(
-                "VM state dir {} is too long for a Unix socket path",
-                spec.state_dir.display()
-            );
-        }
-        let mut inputs = match &spec.boot {
-            BootSource::Direct { kernel, initramfs } => vec![kernel.clone(), initramfs.clone()],
-            BootSource::UefiDisk { image, .. } => vec![image.clone()],
-            BootSource::Cdrom { iso, .. } => vec![iso.clone()],
-        };
-        let uefi = matches!(
-            spec.boot,
-            BootSource::UefiDisk { .. } | BootSource::Cdrom { uefi: true, .. }
-        );
-        if uefi && !Path::new(OVMF).is_file() {
-            bail!(
-                "UEFI firmware {OVMF} is missing: install the Debian package `ovmf` (apt-get install ovmf)"
-            );
-        }
-        for path in inputs.drain(..) {
-            if !path.is_file() {
-                bail!("VM {}: {} is not a file", spec.name, path.display());
-            }
-        }
-        std::fs::remove_file(&qmp_path).ok();
-        std::fs::write(spec.console_path(), b"").context("creating the console log")?;
-        let log = File::create(spec.state_dir.join("qemu.log"))?;
-        let child = Command::new(qemu)
-            .args(spec.qemu_args())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("starting qemu-system-x86_64")?;
-        std::fs::write(spec.state_dir.join("qemu.pid"), child.id().to_string()).ok();
+        let child = super::launch::spawn(&spec, false)?;
         let mut vm = Self {
             spec,
             child,
@@ -404,6 +386,11 @@ mod tests {
         );
         spec.machine_config = Some("/tmp/cfg.yaml".into());
         spec.cmdline_extra.push("ros.debug".into());
+        spec.taps.push(TapNic {
+            netns: "ros-x".into(),
+            ifname: "tap0".into(),
+            mac: "52:54:00:05:00:02".into(),
+        });
         let args = spec.qemu_args().join(" ");
         assert!(
             args.contains("-append console=ttyS0 ros.platform=qemu panic=-1 ros.debug"),
@@ -420,6 +407,14 @@ mod tests {
         assert!(
             args.contains("-no-reboot") && args.contains("-accel tcg"),
             "{args}"
+        );
+        assert!(
+            args.contains("-netdev tap,id=tap0,fd=3 -device virtio-net-pci,netdev=tap0,mac=52:54:00:05:00:02,romfile="),
+            "{args}"
+        );
+        assert!(
+            args.find("netdev=net0") < args.find("netdev=tap0"),
+            "the user NIC comes first (eth0): {args}"
         );
         assert!(
             args.contains("-qmp unix:/tmp/x/qmp.sock,server=on,wait=off"),
