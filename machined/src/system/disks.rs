@@ -183,8 +183,8 @@ fn format_and_mount(p: &Partition, target: &Path) -> Result<Outcome, String> {
     })
 }
 
-/// Mounts the persistent partitions and logs each outcome (to the console through stderr,
-/// and to machined's log).
+/// Mounts the persistent partitions and logs each outcome (machined's log goes to the
+/// console too).
 pub fn mount_and_log() {
     for (label, outcome) in mount_persistent() {
         let target = PERSISTENT
@@ -192,25 +192,19 @@ pub fn mount_and_log() {
             .find(|(l, _)| *l == label)
             .map(|(_, t)| *t)
             .unwrap_or("?");
-        let line = match outcome {
+        match outcome {
             Ok(Outcome::Absent) => {
-                format!("{label}: no partition of that name; {target} stays tmpfs")
+                tracing::info!("disks: {label}: no partition of that name; {target} stays tmpfs")
             }
             Ok(Outcome::AlreadyMounted { device }) => {
-                format!("{label}: {device} already mounted on {target}")
+                tracing::info!("disks: {label}: {device} already mounted on {target}")
             }
-            Ok(Outcome::Mounted { device, formatted }) => format!(
-                "{label}: {device} mounted on {target} (ext4{})",
+            Ok(Outcome::Mounted { device, formatted }) => tracing::info!(
+                "disks: {label}: {device} mounted on {target} (ext4{})",
                 if formatted { ", formatted now" } else { "" }
             ),
-            Err(e) => {
-                tracing::error!("{label}: {e}; {target} stays tmpfs");
-                eprintln!("machined: disks: {label}: {e}; {target} stays tmpfs");
-                continue;
-            }
-        };
-        tracing::info!("{line}");
-        eprintln!("machined: disks: {line}");
+            Err(e) => tracing::error!("disks: {label}: {e}; {target} stays tmpfs"),
+        }
     }
 }
 
