@@ -36,6 +36,15 @@ enum Command {
         /// Range node pod CIDRs (one /24 per node) are allocated from.
         #[arg(long, default_value = "10.244.0.0/16")]
         cluster_cidr: ipnet::Ipv4Net,
+        /// The cluster CA certificate (PEM) to use instead of generating one.
+        #[arg(long, value_name = "FILE", requires = "ca_key")]
+        ca_cert: Option<PathBuf>,
+        /// The cluster CA's private key (PEM).
+        #[arg(long, value_name = "FILE", requires = "ca_cert")]
+        ca_key: Option<PathBuf>,
+        /// The key that signs service-account tokens (PEM) instead of a generated one.
+        #[arg(long, value_name = "FILE")]
+        service_account_key: Option<PathBuf>,
     },
     /// Run the node agent: register the Node and run its pods through containerd.
     Agent(cluster::agent::Options),
@@ -65,9 +74,17 @@ fn main() -> Result<()> {
                 tls_sans,
                 disable_controllers,
                 cluster_cidr,
+                ca_cert,
+                ca_key,
+                service_account_key,
             } => {
                 std::fs::create_dir_all(&data_dir)
                     .with_context(|| format!("creating {}", data_dir.display()))?;
+                install_given_pki(
+                    &data_dir,
+                    ca_cert.as_deref().zip(ca_key.as_deref()),
+                    service_account_key.as_deref(),
+                )?;
                 let db = data_dir.join("state.db");
                 let store = cluster::store::sqlite::SqliteStore::open(&db)
                     .await
@@ -97,6 +114,30 @@ fn main() -> Result<()> {
             }
         }
     })
+}
+
+/// Copies a CA and service-account key given as files into the server's PKI directory.
+fn install_given_pki(
+    data_dir: &std::path::Path,
+    ca: Option<(&std::path::Path, &std::path::Path)>,
+    sa_key: Option<&std::path::Path>,
+) -> Result<()> {
+    let read = |flag: &str, p: &std::path::Path| {
+        std::fs::read_to_string(p).with_context(|| format!("{flag} {}", p.display()))
+    };
+    let ca = match ca {
+        Some((crt, key)) => Some((read("--ca-cert", crt)?, read("--ca-key", key)?)),
+        None => None,
+    };
+    let sa = match sa_key {
+        Some(p) => Some(read("--service-account-key", p)?),
+        None => None,
+    };
+    cluster::apiserver::pki::install_given(
+        &data_dir.join("pki"),
+        ca.as_ref().map(|(c, k)| (c.as_str(), k.as_str())),
+        sa.as_deref(),
+    )
 }
 
 async fn sigterm() {

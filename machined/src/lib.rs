@@ -5,6 +5,7 @@
 pub mod api;
 pub mod apply;
 pub mod clock;
+pub mod cluster;
 pub mod controllers;
 pub mod diff;
 pub mod events;

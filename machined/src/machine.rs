@@ -82,6 +82,8 @@ pub struct Machine {
     pending_try: Mutex<Option<JoinHandle<()>>>,
     /// Serialises config changes (apply, try rollback, reboot, reset).
     pub lifecycle: tokio::sync::Mutex<()>,
+    /// The cluster role (control plane or worker services, bootstrap, kubeconfig).
+    pub cluster: crate::cluster::ClusterRole,
 }
 
 pub struct MachineOptions {
@@ -92,6 +94,8 @@ pub struct MachineOptions {
     pub system: Arc<dyn System>,
     pub log: LogBuffer,
     pub trust_endpoint: Option<String>,
+    /// Programs and addresses of the cluster role.
+    pub programs: crate::cluster::Programs,
 }
 
 impl Machine {
@@ -121,6 +125,7 @@ impl Machine {
             running,
             pending_try: Mutex::new(None),
             lifecycle: tokio::sync::Mutex::new(()),
+            cluster: crate::cluster::ClusterRole::new(opts.programs),
         });
         machine.publish_status("booting", None);
         Ok(machine)

@@ -36,6 +36,16 @@ struct Args {
     /// Dev mode: the hostname the fake system starts with.
     #[arg(long, value_name = "NAME", default_value = "ros-dev")]
     node_name: String,
+    /// The `cluster` binary the cluster role runs (`server`, `agent`).
+    #[arg(long, value_name = "FILE", default_value = "/usr/bin/cluster")]
+    cluster_bin: String,
+    /// The containerd binary workers run.
+    #[arg(long, value_name = "FILE", default_value = "/usr/bin/containerd")]
+    containerd_bin: String,
+    /// Where `cluster server` listens on a bootstrapped control plane (default 0.0.0.0:6443
+    /// on a node, 127.0.0.1:6443 in dev mode).
+    #[arg(long, value_name = "ADDR")]
+    cluster_listen: Option<SocketAddr>,
 }
 
 fn main() {
@@ -124,6 +134,17 @@ async fn run(args: Args, log: machined::logbuf::LogBuffer) -> anyhow::Result<()>
         system,
         log,
         trust_endpoint: args.trust_endpoint.clone(),
+        programs: machined::cluster::Programs {
+            cluster: args.cluster_bin.clone(),
+            containerd: args.containerd_bin.clone(),
+            server_listen: args.cluster_listen.unwrap_or_else(|| {
+                if dev {
+                    "127.0.0.1:6443".parse().expect("addr")
+                } else {
+                    "0.0.0.0:6443".parse().expect("addr")
+                }
+            }),
+        },
     })?;
     if let Some(path) = &args.services {
         let text = std::fs::read_to_string(path)
@@ -151,6 +172,7 @@ async fn run(args: Args, log: machined::logbuf::LogBuffer) -> anyhow::Result<()>
     tracing::info!(dev, "machine API on {bound}");
 
     machined::controllers::spawn(machine.clone());
+    machined::cluster::spawn(machine.clone());
     machine.boot(platform_config).await;
 
     let server = tokio::spawn(machined::api::serve(machine.clone(), listener));

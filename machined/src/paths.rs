@@ -12,8 +12,43 @@ pub struct Paths {
     pub logs: PathBuf,
     /// init's control socket.
     pub init_socket: PathBuf,
-    /// Kubeconfig written by the cluster role, served by `rosctl kubeconfig`.
-    pub kubeconfig: PathBuf,
+    /// The cluster role's files (see `crate::cluster`).
+    pub cluster: ClusterPaths,
+}
+
+/// Where the cluster role keeps its files.
+#[derive(Debug, Clone)]
+pub struct ClusterPaths {
+    /// Records that this control plane was bootstrapped (on STATE: survives reboots).
+    pub bootstrapped: PathBuf,
+    /// `cluster server --data-dir` (the store, the server's certificates).
+    pub server_data: PathBuf,
+    /// The CA and service-account key files given to `cluster server` (0600).
+    pub pki: PathBuf,
+    /// `cluster agent --root-dir`, also its kubeconfig and registries file.
+    pub agent_root: PathBuf,
+    /// containerd's generated config, root and state directories.
+    pub containerd_config: PathBuf,
+    pub containerd_root: PathBuf,
+    pub containerd_state: PathBuf,
+}
+
+impl ClusterPaths {
+    fn under(state: &Path, lib: &Path, run: &Path) -> Self {
+        Self {
+            bootstrapped: state.join("bootstrapped.json"),
+            server_data: lib.join("ros/cluster"),
+            pki: lib.join("ros/pki"),
+            agent_root: lib.join("ros/agent"),
+            containerd_config: lib.join("ros/containerd/config.toml"),
+            containerd_root: lib.join("containerd"),
+            containerd_state: run.join("containerd"),
+        }
+    }
+
+    pub fn containerd_socket(&self) -> PathBuf {
+        self.containerd_state.join("containerd.sock")
+    }
 }
 
 impl Paths {
@@ -24,7 +59,11 @@ impl Paths {
             ephemeral: PathBuf::from("/var"),
             logs: PathBuf::from("/var/log"),
             init_socket: PathBuf::from(crate::system::power::INIT_SOCKET),
-            kubeconfig: PathBuf::from("/system/state/kubeconfig"),
+            cluster: ClusterPaths::under(
+                Path::new("/system/state"),
+                Path::new("/var/lib"),
+                Path::new("/run"),
+            ),
         }
     }
 
@@ -35,7 +74,11 @@ impl Paths {
             ephemeral: dir.join("ephemeral"),
             logs: dir.join("ephemeral/log"),
             init_socket: dir.join("init.sock"),
-            kubeconfig: dir.join("state/kubeconfig"),
+            cluster: ClusterPaths::under(
+                &dir.join("state"),
+                &dir.join("ephemeral/lib"),
+                &dir.join("ephemeral/run"),
+            ),
         }
     }
 

@@ -18,6 +18,16 @@ use tokio_stream::wrappers::ReceiverStream;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Compares secrets without an early exit, so timing does not reveal how much matched.
+pub(crate) fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+
 /// TLS connections accepted on `listener`, each with the config current at accept time (so a
 /// mode switch applies to new connections at once).
 fn incoming(
@@ -77,4 +87,14 @@ pub async fn serve_trust(machine: Arc<Machine>, listener: TcpListener) -> anyhow
         .serve_with_incoming(stream)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn secret_comparison() {
+        assert!(super::same_secret("abc.def", "abc.def"));
+        assert!(!super::same_secret("abc.def", "abc.deg"));
+        assert!(!super::same_secret("abc", "abcd"));
+    }
 }

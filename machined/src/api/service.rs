@@ -356,12 +356,16 @@ impl MachineService for Api {
             .list()
             .into_iter()
             .map(|s| pb::ServiceInfo {
+                healthy: s.is_up(),
                 id: s.id,
                 state: s.state.as_str().to_string(),
                 pid: s.pid.map(|p| p as i32).unwrap_or(0),
                 restarts: s.restarts,
-                healthy: s.state == crate::services::State::Running,
-                message: s.message,
+                message: if s.state == crate::services::State::Running && s.healthy == Some(false) {
+                    format!("unhealthy: {}", s.health_message)
+                } else {
+                    s.message
+                },
                 depends_on: s.depends_on,
                 since: s.since,
             })
@@ -626,35 +630,22 @@ impl MachineService for Api {
         &self,
         _req: Request<pb::BootstrapRequest>,
     ) -> Result<Response<pb::BootstrapReply>, Status> {
-        let running = self
-            .machine
-            .running()
-            .ok_or_else(|| Status::failed_precondition("the node has no config"))?;
-        if running.config.machine.machine_type != ros_config::MachineType::ControlPlane {
-            return Err(Status::failed_precondition(
-                "bootstrap: only a controlplane node can be bootstrapped",
-            ));
-        }
-        Err(Status::unimplemented(
-            "bootstrap: the cluster role is not part of machined yet",
-        ))
+        let message = crate::cluster::bootstrap(&self.machine).await?;
+        Ok(Response::new(pb::BootstrapReply {
+            node: self.node(),
+            message,
+        }))
     }
 
     async fn kubeconfig(
         &self,
         _req: Request<pb::KubeconfigRequest>,
     ) -> Result<Response<pb::KubeconfigReply>, Status> {
-        let path = &self.machine.paths.kubeconfig;
-        match std::fs::read(path) {
-            Ok(kubeconfig) => Ok(Response::new(pb::KubeconfigReply {
-                node: self.node(),
-                kubeconfig,
-            })),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Status::not_found(
-                "kubeconfig: the cluster has not written one yet (bootstrap first)",
-            )),
-            Err(e) => Err(io_status(&path.display().to_string(), e)),
-        }
+        let kubeconfig = crate::cluster::admin_kubeconfig(&self.machine)?;
+        Ok(Response::new(pb::KubeconfigReply {
+            node: self.node(),
+            kubeconfig,
+        }))
     }
 }
 

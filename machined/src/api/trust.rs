@@ -1,23 +1,16 @@
 //! The trust port (50001): a node holding the machine CA key signs the API server certificate
-//! of a node that proves itself with the machine token (workers do not hold the CA key).
+//! of a node that proves itself with the machine token (workers do not hold the CA key); a
+//! control plane holding the cluster CA key signs Kubernetes node identities for nodes that
+//! prove themselves with the cluster token.
 
 use crate::machine::Machine;
 use ros_api::machine::trust_service_server::TrustService;
-use ros_api::machine::{CertificateReply, CertificateRequest};
+use ros_api::machine::{CertificateReply, CertificateRequest, NodeCertificateRequest};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 pub struct Trust {
     pub machine: Arc<Machine>,
-}
-
-/// Compares without an early exit, so timing does not reveal how much of the token matched.
-fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
 }
 
 #[tonic::async_trait]
@@ -37,7 +30,7 @@ impl TrustService for Trust {
                 "this node does not hold the machine CA key",
             ));
         }
-        if m.token.is_empty() || !same(&r.token, &m.token) {
+        if m.token.is_empty() || !super::same_secret(&r.token, &m.token) {
             return Err(Status::permission_denied(
                 "token: does not match machine.token",
             ));
@@ -57,14 +50,21 @@ impl TrustService for Trust {
             crt_pem,
         }))
     }
-}
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn token_comparison() {
-        assert!(super::same("abc.def", "abc.def"));
-        assert!(!super::same("abc.def", "abc.deg"));
-        assert!(!super::same("abc", "abcd"));
+    async fn node_certificate(
+        &self,
+        req: Request<NodeCertificateRequest>,
+    ) -> Result<Response<CertificateReply>, Status> {
+        let r = req.into_inner();
+        let crt_pem = crate::cluster::sign_node_certificate(
+            &self.machine,
+            &r.token,
+            &r.csr_pem,
+            &r.node_name,
+        )?;
+        Ok(Response::new(CertificateReply {
+            node: self.machine.node_name(),
+            crt_pem,
+        }))
     }
 }

@@ -2,9 +2,11 @@
 //! their dependencies run, restarted with backoff, stopped with a deadline (SIGTERM, then
 //! SIGKILL), their output kept in per-service ring buffers and size-capped files.
 
+mod health;
 mod runner;
 mod spec;
 
+pub use health::HealthCheck;
 pub use spec::{RestartPolicy, ServiceSpec, load_specs};
 
 use crate::events::EventBus;
@@ -52,6 +54,17 @@ pub struct Status {
     pub message: String,
     pub since: String,
     pub depends_on: Vec<String>,
+    /// None without a health check; else the last check's outcome (false until one passes).
+    pub healthy: Option<bool>,
+    /// Why the last health check failed.
+    pub health_message: String,
+}
+
+impl Status {
+    /// Running, and healthy if it has a check: what dependants wait for.
+    pub fn is_up(&self) -> bool {
+        self.state == State::Running && self.healthy != Some(false)
+    }
 }
 
 struct Entry {
@@ -118,6 +131,8 @@ impl Supervisor {
             message: String::new(),
             since: crate::clock::now_rfc3339(),
             depends_on: spec.depends_on.clone(),
+            healthy: spec.health.as_ref().map(|_| false),
+            health_message: String::new(),
         };
         let id = spec.id.clone();
         inner.insert(
@@ -166,6 +181,33 @@ impl Supervisor {
             .ok_or_else(|| ServiceError::NotFound(id.to_string()))?;
         entry.wanted.send_modify(f);
         Ok(())
+    }
+
+    /// Stops a service, waits until it has stopped, and forgets it.
+    pub async fn remove(&self, id: &str) -> Result<(), ServiceError> {
+        let mut changed = self.changed.subscribe();
+        self.stop(id)?;
+        loop {
+            changed.borrow_and_update();
+            match self.status(id) {
+                Some(s) if s.state != State::Stopped => {}
+                _ => break,
+            }
+            if changed.changed().await.is_err() {
+                break;
+            }
+        }
+        // Dropping the entry drops its `wanted` sender, which ends the service's task.
+        self.inner.lock().expect("supervisor lock").remove(id);
+        self.resources.delete("Services", id);
+        self.events.publish("service", format!("{id}: removed"));
+        self.changed.send_modify(|n| *n += 1);
+        Ok(())
+    }
+
+    /// Whether a service with this id is defined.
+    pub fn contains(&self, id: &str) -> bool {
+        self.inner.lock().expect("supervisor lock").contains_key(id)
     }
 
     pub fn start(&self, id: &str) -> Result<(), ServiceError> {
@@ -241,7 +283,7 @@ impl Supervisor {
         for dep in deps {
             match inner.get(dep) {
                 None => return Err(format!("unknown dependency {dep:?}")),
-                Some(e) if e.status.state != State::Running => return Ok(false),
+                Some(e) if !e.status.is_up() => return Ok(false),
                 Some(_) => {}
             }
         }
@@ -267,6 +309,11 @@ impl Supervisor {
             if s.state == state && s.pid == pid && s.message == message && !restarted {
                 return;
             }
+            if s.pid != pid && s.healthy.is_some() {
+                // A new run (or none) starts unhealthy until its first check passes.
+                s.healthy = Some(false);
+                s.health_message.clear();
+            }
             s.state = state;
             s.pid = pid;
             s.message = message;
@@ -284,6 +331,38 @@ impl Supervisor {
         self.changed.send_modify(|n| *n += 1);
     }
 
+    /// Records a health check outcome for the run with process `pid`.
+    pub(crate) fn set_health(&self, id: &str, pid: Option<u32>, outcome: Result<(), String>) {
+        let status = {
+            let mut inner = self.inner.lock().expect("supervisor lock");
+            let Some(entry) = inner.get_mut(id) else {
+                return;
+            };
+            let s = &mut entry.status;
+            // A late result from a run that already ended is ignored.
+            if s.pid != pid || s.state != State::Running {
+                return;
+            }
+            let healthy = outcome.is_ok();
+            let message = outcome.err().unwrap_or_default();
+            if s.healthy == Some(healthy) && s.health_message == message {
+                return;
+            }
+            s.healthy = Some(healthy);
+            s.health_message = message;
+            s.clone()
+        };
+        let word = if status.healthy == Some(true) {
+            "healthy".to_string()
+        } else {
+            format!("unhealthy: {}", status.health_message)
+        };
+        self.events
+            .publish("service", format!("{}: {word}", status.id));
+        self.publish(&status);
+        self.changed.send_modify(|n| *n += 1);
+    }
+
     fn publish(&self, s: &Status) {
         self.resources.put(
             "Services",
@@ -294,6 +373,8 @@ impl Supervisor {
                 "restarts": s.restarts,
                 "message": s.message,
                 "dependsOn": s.depends_on,
+                "healthy": s.healthy,
+                "healthMessage": s.health_message,
             }),
         );
     }

@@ -57,8 +57,11 @@ async fn run(
         match sup.dependencies_running(&spec.depends_on) {
             Err(msg) => {
                 sup.update(&id, State::Failed, None, msg, false);
-                if wanted.changed().await.is_err() {
-                    return;
+                // A dependency may be defined later (the cluster role replaces services).
+                deps_changed.borrow_and_update();
+                tokio::select! {
+                    r = wanted.changed() => if r.is_err() { return },
+                    _ = deps_changed.changed() => {}
                 }
                 continue;
             }
@@ -112,6 +115,10 @@ async fn run(
         sup.update(&id, State::Running, pid, "", restarted);
         restarted = false;
         let started = Instant::now();
+        let _health = spec
+            .health
+            .clone()
+            .map(|hc| AbortOnDrop(tokio::spawn(watch_health(sup.clone(), id.clone(), pid, hc))));
 
         let outcome = tokio::select! {
             status = child.wait() => match status {
@@ -178,9 +185,33 @@ async fn run(
     }
 }
 
+/// Aborts a task when dropped (the health checks of a run end with the run).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Checks a running service's health: quickly until it first passes, then every interval.
+async fn watch_health(sup: Supervisor, id: String, pid: Option<u32>, hc: super::HealthCheck) {
+    loop {
+        let outcome = super::health::check(&hc).await;
+        let ok = outcome.is_ok();
+        sup.set_health(&id, pid, outcome);
+        let delay = if ok {
+            Duration::from_secs(hc.interval_seconds.max(1))
+        } else {
+            super::health::STARTING_INTERVAL
+        };
+        tokio::time::sleep(delay).await;
+    }
+}
+
 fn start(spec: &ServiceSpec) -> std::io::Result<Child> {
-    Command::new(&spec.command)
-        .args(&spec.args)
+    let mut cmd = Command::new(&spec.command);
+    cmd.args(&spec.args)
         .env_clear()
         .env(
             "PATH",
@@ -192,8 +223,16 @@ fn start(spec: &ServiceSpec) -> std::io::Result<Child> {
         .stderr(Stdio::piped())
         // Own process group, so stop signals reach the service's children too.
         .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
+        .kill_on_drop(true);
+    // SAFETY: only an async-signal-safe syscall (prctl) runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            // If machined dies, its services die too: a restarted machined starts them
+            // again and must not find the old ones holding their ports.
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
+        });
+    }
+    cmd.spawn()
 }
 
 /// Resolves when the wanted state asks this run to end.

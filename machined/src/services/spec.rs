@@ -1,5 +1,5 @@
-//! Service definitions. The cluster roles will add theirs in code; in dev mode extra ones come
-//! from a YAML file (`machined --services FILE`).
+//! Service definitions. The cluster roles add theirs in code (`crate::cluster`); in dev mode
+//! extra ones come from a YAML file (`machined --services FILE`).
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -32,6 +32,9 @@ pub struct ServiceSpec {
     /// Seconds between SIGTERM and SIGKILL when stopping.
     #[serde(default = "default_stop_timeout")]
     pub stop_timeout_seconds: u64,
+    /// Checked while the process runs; dependants wait until it passes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<super::HealthCheck>,
 }
 
 fn default_stop_timeout() -> u64 {

@@ -1,0 +1,392 @@
+//! The services of the cluster roles, as pure functions of the config and the paths, so they
+//! are easy to test: `cluster-server` (a bootstrapped control plane), `containerd` and
+//! `cluster-agent` (workers, and control planes that allow scheduling).
+
+use crate::paths::ClusterPaths;
+use crate::services::{HealthCheck, RestartPolicy, ServiceSpec};
+use ros_config::MachineConfig;
+use std::net::SocketAddr;
+use std::path::Path;
+
+pub const SERVER: &str = "cluster-server";
+pub const CONTAINERD: &str = "containerd";
+pub const AGENT: &str = "cluster-agent";
+
+/// Programs and addresses the role uses (different in dev mode).
+#[derive(Debug, Clone)]
+pub struct Programs {
+    /// The `cluster` binary (`server` and `agent`).
+    pub cluster: String,
+    pub containerd: String,
+    /// Where `cluster server` listens (0.0.0.0:6443 on a node).
+    pub server_listen: SocketAddr,
+}
+
+/// The host of an `https://host:port/...` URL.
+pub fn url_host(url: &str) -> Option<String> {
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    let authority = rest.split('/').next()?;
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next()?.to_string(),
+        None => authority
+            .rsplit_once(':')
+            .map(|(h, _)| h)
+            .unwrap_or(authority)
+            .to_string(),
+    };
+    (!host.is_empty()).then_some(host)
+}
+
+/// The node's first configured address (without its prefix length).
+pub fn first_address(cfg: &MachineConfig) -> Option<String> {
+    cfg.machine
+        .network
+        .interfaces
+        .iter()
+        .flat_map(|i| i.addresses.iter())
+        .map(|a| a.split('/').next().unwrap_or(a).to_string())
+        .next()
+}
+
+/// The serving certificate's names: the endpoint's host, `cluster.apiServer.certSANs`, the
+/// hostname and the node's addresses.
+pub fn server_sans(cfg: &MachineConfig, hostname: &str) -> Vec<String> {
+    let mut sans = Vec::new();
+    if let Some(host) = cfg
+        .cluster
+        .control_plane
+        .as_ref()
+        .and_then(|cp| url_host(&cp.endpoint))
+    {
+        sans.push(host);
+    }
+    sans.extend(cfg.cluster.api_server.cert_sans.iter().cloned());
+    if !hostname.is_empty() {
+        sans.push(hostname.to_string());
+    }
+    sans.extend(
+        cfg.machine
+            .network
+            .interfaces
+            .iter()
+            .flat_map(|i| i.addresses.iter())
+            .map(|a| a.split('/').next().unwrap_or(a).to_string()),
+    );
+    let mut seen = Vec::new();
+    sans.retain(|s| {
+        let new = !seen.contains(s);
+        seen.push(s.clone());
+        new
+    });
+    sans
+}
+
+/// The first IPv4 range of a list (the server allocates from one IPv4 range).
+fn first_v4(ranges: &[String]) -> Option<&String> {
+    ranges.iter().find(|r| {
+        r.split('/')
+            .next()
+            .is_some_and(|a| a.parse::<std::net::Ipv4Addr>().is_ok())
+    })
+}
+
+/// Where the server answers locally (for its health check and the local agent).
+pub fn local_server_url(listen: SocketAddr) -> String {
+    let ip = if listen.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        listen.ip().to_string()
+    };
+    let host = if ip.contains(':') {
+        format!("[{ip}]")
+    } else {
+        ip
+    };
+    format!("https://{host}:{}", listen.port())
+}
+
+fn p(path: &Path) -> String {
+    path.display().to_string()
+}
+
+/// `cluster server` with the CA and service-account key files written by the role.
+pub fn server(
+    cfg: &MachineConfig,
+    paths: &ClusterPaths,
+    programs: &Programs,
+    hostname: &str,
+    has_sa_key: bool,
+) -> ServiceSpec {
+    let mut args = vec![
+        "server".to_string(),
+        "--data-dir".into(),
+        p(&paths.server_data),
+        "--listen".into(),
+        programs.server_listen.to_string(),
+        "--ca-cert".into(),
+        p(&paths.pki.join("ca.crt")),
+        "--ca-key".into(),
+        p(&paths.pki.join("ca.key")),
+    ];
+    if has_sa_key {
+        args.extend(["--service-account-key".into(), p(&paths.pki.join("sa.key"))]);
+    }
+    if let Some(cidr) = first_v4(&cfg.cluster.network.service_subnets) {
+        args.extend(["--service-cidr".into(), cidr.clone()]);
+    }
+    if let Some(cidr) = first_v4(&cfg.cluster.network.pod_subnets) {
+        args.extend(["--cluster-cidr".into(), cidr.clone()]);
+    }
+    for san in server_sans(cfg, hostname) {
+        args.extend(["--tls-san".into(), san]);
+    }
+    ServiceSpec {
+        id: SERVER.into(),
+        command: programs.cluster.clone(),
+        args,
+        env: cfg.machine.env.clone(),
+        depends_on: vec![],
+        restart: RestartPolicy::Always,
+        stop_timeout_seconds: 20,
+        health: Some(HealthCheck {
+            url: format!("{}/readyz", local_server_url(programs.server_listen)),
+            ca_file: Some(p(&paths.pki.join("ca.crt"))),
+            interval_seconds: 5,
+        }),
+    }
+}
+
+/// containerd's config: its own root, state and socket, the overlayfs snapshotter, and no
+/// CRI plugin (the agent talks to containerd's own API).
+pub fn containerd_config(paths: &ClusterPaths) -> String {
+    let sock = paths.containerd_socket();
+    format!(
+        "version = 2\n\
+         root = \"{root}\"\n\
+         state = \"{state}\"\n\
+         disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+         \n\
+         [grpc]\n  address = \"{sock}\"\n\
+         \n\
+         [ttrpc]\n  address = \"{sock}.ttrpc\"\n\
+         \n\
+         [plugins.\"io.containerd.snapshotter.v1.overlayfs\"]\n  root_path = \"{root}/io.containerd.snapshotter.v1.overlayfs\"\n",
+        root = p(&paths.containerd_root),
+        state = p(&paths.containerd_state),
+        sock = p(&sock),
+    )
+}
+
+pub fn containerd(cfg: &MachineConfig, paths: &ClusterPaths, programs: &Programs) -> ServiceSpec {
+    ServiceSpec {
+        id: CONTAINERD.into(),
+        command: programs.containerd.clone(),
+        args: vec!["--config".into(), p(&paths.containerd_config)],
+        env: cfg.machine.env.clone(),
+        depends_on: vec![],
+        restart: RestartPolicy::Always,
+        stop_timeout_seconds: 20,
+        health: None,
+    }
+}
+
+/// Optional `cluster agent` flags, present only when the agent binary knows them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AgentFeatures {
+    pub node_taint: bool,
+    pub registries_config: bool,
+}
+
+impl AgentFeatures {
+    /// Reads them from `cluster agent --help`.
+    pub fn from_help(help: &str) -> Self {
+        AgentFeatures {
+            node_taint: help.contains("--node-taint"),
+            registries_config: help.contains("--registries-config"),
+        }
+    }
+}
+
+/// `key: "value:Effect"` or `key: Effect` (the config's form) as `key=value:Effect` /
+/// `key:Effect` (kubelet's `--register-with-taints` form).
+pub fn taint_arg(key: &str, value: &str) -> String {
+    if value.contains(':') {
+        format!("{key}={value}")
+    } else {
+        format!("{key}:{value}")
+    }
+}
+
+pub fn agent(
+    cfg: &MachineConfig,
+    paths: &ClusterPaths,
+    programs: &Programs,
+    node_name: &str,
+    features: &AgentFeatures,
+    on_control_plane: bool,
+) -> ServiceSpec {
+    let mut args = vec![
+        "agent".to_string(),
+        "--kubeconfig".into(),
+        p(&paths.agent_root.join("kubeconfig")),
+        "--node-name".into(),
+        node_name.to_string(),
+        "--containerd-socket".into(),
+        p(&paths.containerd_socket()),
+        "--root-dir".into(),
+        p(&paths.agent_root),
+    ];
+    if let Some(ip) = first_address(cfg) {
+        args.extend(["--node-ip".into(), ip]);
+    }
+    for (k, v) in &cfg.machine.node_labels {
+        args.extend(["--node-label".into(), format!("{k}={v}")]);
+    }
+    if features.node_taint {
+        for (k, v) in &cfg.machine.node_taints {
+            args.extend(["--node-taint".into(), taint_arg(k, v)]);
+        }
+    }
+    if features.registries_config {
+        args.extend([
+            "--registries-config".into(),
+            p(&paths.agent_root.join("registries.yaml")),
+        ]);
+    }
+    let mut depends_on = vec![CONTAINERD.to_string()];
+    if on_control_plane {
+        depends_on.push(SERVER.to_string());
+    }
+    ServiceSpec {
+        id: AGENT.into(),
+        command: programs.cluster.clone(),
+        args,
+        env: cfg.machine.env.clone(),
+        depends_on,
+        restart: RestartPolicy::Always,
+        stop_timeout_seconds: 30,
+        health: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> MachineConfig {
+        let secrets = ros_config::secrets::Secrets::generate().unwrap();
+        let generated = ros_config::generate::generate(&ros_config::generate::GenOptions {
+            cluster_name: "demo".into(),
+            endpoint: "https://10.5.0.2:6443".into(),
+            secrets,
+            patches: vec![],
+            patches_control_plane: vec![],
+            patches_worker: vec![],
+        })
+        .unwrap();
+        let mut cfg = generated.control_plane;
+        if !extra.is_empty() {
+            cfg.cluster.api_server.cert_sans = vec![extra.to_string()];
+        }
+        cfg
+    }
+
+    fn programs() -> Programs {
+        Programs {
+            cluster: "/usr/bin/cluster".into(),
+            containerd: "/usr/bin/containerd".into(),
+            server_listen: "0.0.0.0:6443".parse().unwrap(),
+        }
+    }
+
+    fn after<'a>(args: &'a [String], flag: &str) -> Vec<&'a str> {
+        args.windows(2)
+            .filter(|w| w[0] == flag)
+            .map(|w| w[1].as_str())
+            .collect()
+    }
+
+    #[test]
+    fn server_gets_ca_files_sans_and_ranges() {
+        let cfg = config("api.example.com");
+        let paths = crate::paths::Paths::node().cluster;
+        let s = server(&cfg, &paths, &programs(), "cp-1", true);
+        assert_eq!(s.command, "/usr/bin/cluster");
+        assert_eq!(s.args[0], "server");
+        assert_eq!(after(&s.args, "--listen"), ["0.0.0.0:6443"]);
+        assert_eq!(after(&s.args, "--data-dir"), ["/var/lib/ros/cluster"]);
+        assert_eq!(after(&s.args, "--ca-cert"), ["/var/lib/ros/pki/ca.crt"]);
+        assert_eq!(after(&s.args, "--service-cidr"), ["10.96.0.0/12"]);
+        assert_eq!(after(&s.args, "--cluster-cidr"), ["10.244.0.0/16"]);
+        assert_eq!(
+            after(&s.args, "--tls-san"),
+            ["10.5.0.2", "api.example.com", "cp-1"]
+        );
+        let hc = s.health.unwrap();
+        assert_eq!(hc.url, "https://127.0.0.1:6443/readyz");
+    }
+
+    #[test]
+    fn agent_flags_follow_the_config_and_what_the_agent_supports() {
+        let mut cfg = config("");
+        cfg.machine.node_labels.insert("tier".into(), "edge".into());
+        cfg.machine
+            .node_taints
+            .insert("dedicated".into(), "db:NoSchedule".into());
+        let paths = crate::paths::Paths::node().cluster;
+        let none = agent(
+            &cfg,
+            &paths,
+            &programs(),
+            "w1",
+            &AgentFeatures::default(),
+            false,
+        );
+        assert_eq!(after(&none.args, "--node-label"), ["tier=edge"]);
+        assert!(after(&none.args, "--node-taint").is_empty());
+        assert!(after(&none.args, "--registries-config").is_empty());
+        assert_eq!(none.depends_on, ["containerd"]);
+        let all = AgentFeatures::from_help("  --node-taint <T>\n  --registries-config <F>\n");
+        let s = agent(&cfg, &paths, &programs(), "w1", &all, true);
+        assert_eq!(after(&s.args, "--node-taint"), ["dedicated=db:NoSchedule"]);
+        assert_eq!(
+            after(&s.args, "--registries-config"),
+            ["/var/lib/ros/agent/registries.yaml"]
+        );
+        assert_eq!(s.depends_on, ["containerd", "cluster-server"]);
+        assert_eq!(taint_arg("k", "NoExecute"), "k:NoExecute");
+    }
+
+    #[test]
+    fn containerd_config_uses_the_role_paths() {
+        let paths = crate::paths::Paths::node().cluster;
+        let text = containerd_config(&paths);
+        assert!(text.contains("root = \"/var/lib/containerd\""), "{text}");
+        assert!(text.contains("state = \"/run/containerd\""), "{text}");
+        assert!(
+            text.contains("address = \"/run/containerd/containerd.sock\""),
+            "{text}"
+        );
+        assert!(text.contains("snapshotter.v1.overlayfs"), "{text}");
+    }
+
+    #[test]
+    fn hosts_of_urls() {
+        assert_eq!(
+            url_host("https://10.5.0.2:6443").as_deref(),
+            Some("10.5.0.2")
+        );
+        assert_eq!(
+            url_host("https://[fd00::1]:6443/x").as_deref(),
+            Some("fd00::1")
+        );
+        assert_eq!(
+            url_host("https://k8s.example").as_deref(),
+            Some("k8s.example")
+        );
+        assert_eq!(
+            local_server_url("127.0.0.1:7000".parse().unwrap()),
+            "https://127.0.0.1:7000"
+        );
+    }
+}
