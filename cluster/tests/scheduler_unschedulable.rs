@@ -183,3 +183,81 @@ async fn taints_resources_and_cordons_are_respected() {
     .await;
     assert_eq!(n, "small");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_anti_affinity_keeps_pods_apart_and_affinity_follows() {
+    let s = Server::start();
+    let c = client(&s.kubeconfig).await;
+    add_node(&c, "left", &[]).await;
+    add_node(&c, "right", &[]).await;
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
+    let apart = |name: &str| {
+        let mut p = pod(
+            name,
+            json!({"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                {"labelSelector": {"matchLabels": {"app": "solo"}}, "topologyKey": "kubernetes.io/hostname"}]}}}),
+        );
+        p.metadata.labels = Some([("app".to_string(), "solo".to_string())].into());
+        p
+    };
+    let mut placed = std::collections::BTreeSet::new();
+    for name in ["solo-1", "solo-2"] {
+        pods.create(&PostParams::default(), &apart(name))
+            .await
+            .unwrap();
+        let node = wait_for("a solo pod bound", || async {
+            node_of(&pods.get(name).await.unwrap())
+        })
+        .await;
+        placed.insert(node);
+    }
+    assert_eq!(placed.len(), 2, "the two pods share a node: {placed:?}");
+    pods.create(&PostParams::default(), &apart("solo-3"))
+        .await
+        .unwrap();
+    let (status, reason, msg) = wait_for("solo-3 unschedulable", || async {
+        scheduled_condition(&pods.get("solo-3").await.unwrap())
+    })
+    .await;
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "Unschedulable")
+    );
+    assert!(
+        msg.contains("0/2 nodes are available") && msg.contains("anti-affinity"),
+        "{msg}"
+    );
+    assert_eq!(node_of(&pods.get("solo-3").await.unwrap()), None);
+
+    // Required pod affinity: a pod that must sit next to solo-1 lands on solo-1's node.
+    let solo1 = node_of(&pods.get("solo-1").await.unwrap()).unwrap();
+    let mut follower = pod(
+        "follower",
+        json!({"affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": {"matchLabels": {"app": "solo"}}, "topologyKey": "kubernetes.io/hostname"}]}},
+            "nodeSelector": {"kubernetes.io/hostname": solo1.clone()}}),
+    );
+    follower.metadata.labels = Some([("app".to_string(), "follower".to_string())].into());
+    pods.create(&PostParams::default(), &follower)
+        .await
+        .unwrap();
+    let node = wait_for("follower bound", || async {
+        node_of(&pods.get("follower").await.unwrap())
+    })
+    .await;
+    assert_eq!(node, solo1);
+
+    // Deleting solo-2 frees the other node for the third.
+    let other = node_of(&pods.get("solo-2").await.unwrap()).unwrap();
+    pods.delete(
+        "solo-2",
+        &kube::api::DeleteParams::default().grace_period(0),
+    )
+    .await
+    .unwrap();
+    let node = wait_for("solo-3 bound once a node is free", || async {
+        node_of(&pods.get("solo-3").await.unwrap())
+    })
+    .await;
+    assert_eq!(node, other);
+}

@@ -386,7 +386,9 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
             .patch_status(
                 &name,
                 &PatchParams::default(),
-                &Patch::Merge(json!({"status": status})),
+                &Patch::Merge(
+                    json!({"status": super::merge_nulls(&status, &["numberUnavailable"])}),
+                ),
             )
             .await?;
     }

@@ -28,6 +28,16 @@ pub const INDEX_KEY: &str = "batch.kubernetes.io/job-completion-index";
 const BACKOFF_BASE: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(360);
 
+/// Status fields this controller may clear (a merge patch must name them to remove them).
+const JOB_STATUS_FIELDS: [&str; 6] = [
+    "active",
+    "succeeded",
+    "failed",
+    "conditions",
+    "completionTime",
+    "completedIndexes",
+];
+
 struct JobCtx {
     client: Client,
     backoff: Backoff,
@@ -336,7 +346,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<JobCtx>) -> Result<Action, Error> {
         jobs.patch_status(
             &name,
             &PatchParams::default(),
-            &Patch::Merge(json!({"status": status})),
+            &Patch::Merge(json!({"status": super::merge_nulls(&status, &JOB_STATUS_FIELDS)})),
         )
         .await?;
     }

@@ -146,6 +146,18 @@ pub fn pod_active(p: &Pod) -> bool {
         )
 }
 
+/// `status` as JSON for a merge patch, with each of `fields` it lacks set to null (so the
+/// patch removes a value the new status omits).
+pub fn merge_nulls<T: serde::Serialize>(status: &T, fields: &[&str]) -> serde_json::Value {
+    let mut v = serde_json::to_value(status).unwrap_or_default();
+    if let Some(m) = v.as_object_mut() {
+        for f in fields {
+            m.entry(f.to_string()).or_insert(serde_json::Value::Null);
+        }
+    }
+    v
+}
+
 /// Drives a kube-runtime controller stream, logging failures.
 pub async fn drain<S, T, E>(name: &'static str, stream: S)
 where

@@ -182,6 +182,16 @@ impl State {
                 msg.push_str(&parts.join(", "));
             }
             msg.push('.');
+            // Written already (by this process, or by a scheduler before a restart).
+            let on_pod = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .and_then(|c| c.iter().find(|c| c.type_ == "PodScheduled"))
+                .is_some_and(|c| c.status == "False" && c.message.as_deref() == Some(&msg));
+            if on_pod {
+                self.reported.insert(uid.clone(), msg.clone());
+            }
             if self.reported.get(&uid) != Some(&msg) {
                 stats
                     .unschedulable
