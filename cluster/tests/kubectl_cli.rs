@@ -506,6 +506,17 @@ fn service_account_tokens() {
     s.ok(&["-n", "app", "create", "serviceaccount", "robot"]);
     let token = s.ok(&["-n", "app", "create", "token", "robot", "--duration=1h"]);
     let robot = s.kubeconfig_with_token("robot", token.trim());
+    // A service account may do only what RBAC grants it.
+    s.fail_with_kubeconfig(&robot, &["-n", "app", "get", "sa"]);
+    s.ok(&[
+        "-n",
+        "app",
+        "create",
+        "rolebinding",
+        "robot-view",
+        "--clusterrole=view",
+        "--serviceaccount=app:robot",
+    ]);
     let own = s.ok_with_kubeconfig(&robot, &["-n", "app", "get", "sa", "-o", "name"]);
     assert!(own.contains("serviceaccount/robot"), "{own}");
     let err = s.fail_with_kubeconfig(&robot, &["-n", "default", "get", "sa"]);

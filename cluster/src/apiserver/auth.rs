@@ -1,8 +1,14 @@
-//! Who is calling (authentication) and may they do it (authorization).
+//! Who is calling (authentication): client certificates signed by the cluster CA and service
+//! account bearer tokens. What they may do is decided in [`super::authz`].
 
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::pki::ADMIN_GROUP;
+
+pub const AUTHENTICATED_GROUP: &str = "system:authenticated";
+pub const NODES_GROUP: &str = "system:nodes";
+pub const NODE_USER_PREFIX: &str = "system:node:";
+pub const SERVICE_ACCOUNT_PREFIX: &str = "system:serviceaccount:";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserInfo {
@@ -12,8 +18,34 @@ pub struct UserInfo {
 
 impl UserInfo {
     pub fn is_admin(&self) -> bool {
-        self.groups.iter().any(|g| g == ADMIN_GROUP)
+        self.in_group(ADMIN_GROUP)
     }
+
+    pub fn in_group(&self, group: &str) -> bool {
+        self.groups.iter().any(|g| g == group)
+    }
+
+    /// The node this user is, when it is a node identity (`system:node:<name>` in
+    /// `system:nodes`).
+    pub fn node_name(&self) -> Option<&str> {
+        if !self.in_group(NODES_GROUP) {
+            return None;
+        }
+        self.name
+            .strip_prefix(NODE_USER_PREFIX)
+            .filter(|n| !n.is_empty())
+    }
+}
+
+/// How a connection authenticated at the TLS layer.
+#[derive(Debug, Clone)]
+pub enum PeerIdentity {
+    /// No client certificate: the request may still carry a bearer token.
+    None,
+    /// A certificate that chains to the cluster CA.
+    User(UserInfo),
+    /// A certificate that does not verify (another CA, expired): every request gets 401.
+    Invalid,
 }
 
 /// The user a verified client certificate names: CN = user name, O = groups.
@@ -30,7 +62,7 @@ pub fn user_from_certificate(der: &[u8]) -> Option<UserInfo> {
         .iter_organization()
         .filter_map(|o| o.as_str().ok().map(str::to_string))
         .collect();
-    groups.push("system:authenticated".to_string());
+    groups.push(AUTHENTICATED_GROUP.to_string());
     Some(UserInfo { name, groups })
 }
 
@@ -43,125 +75,87 @@ pub fn is_public_path(path: &str) -> bool {
 }
 
 /// What a request wants to do, for authorization.
+#[derive(Debug, Clone, Copy)]
 pub struct Attributes<'a> {
     pub verb: &'a str,
+    pub group: &'a str,
     pub resource: &'a str,
     pub subresource: Option<&'a str>,
     pub namespace: Option<&'a str>,
     pub name: Option<&'a str>,
 }
 
-/// Decides whether `user` may do `attrs`. Admins may do everything; every authenticated user
-/// may read discovery (checked by the caller); nodes may read everything and write their own
-/// Node, Lease, Events and the status of pods.
-pub fn allowed(user: &UserInfo, attrs: &Attributes<'_>) -> bool {
-    if user.is_admin() {
-        return true;
-    }
-    // Without RBAC: kube-system's service accounts run the cluster's own controllers; other
-    // service accounts may read their own namespace.
-    if let Some(rest) = user.name.strip_prefix("system:serviceaccount:") {
-        let ns = rest.split(':').next().unwrap_or("");
-        return ns == "kube-system"
-            || (matches!(attrs.verb, "get" | "list" | "watch") && attrs.namespace == Some(ns));
-    }
-    if user.groups.iter().any(|g| g == "system:nodes")
-        && let Some(node) = user.name.strip_prefix("system:node:")
-    {
-        if matches!(attrs.verb, "get" | "list" | "watch") {
-            return true;
-        }
-        return match (attrs.resource, attrs.subresource) {
-            ("nodes", _) => attrs.name.is_none_or(|n| n == node),
-            ("leases", _) => {
-                attrs.namespace == Some("kube-node-lease") && attrs.name.is_none_or(|n| n == node)
-            }
-            ("events", None) => true,
-            ("pods", Some("status")) => true,
-            ("pods", None) => matches!(attrs.verb, "delete" | "create"),
-            _ => false,
+impl Attributes<'_> {
+    /// Upstream's 403 message: `pods is forbidden: User "x" cannot list resource "pods" in
+    /// API group "" in the namespace "default"`.
+    pub fn forbidden_message(&self, user: &str) -> String {
+        let qualified = if self.group.is_empty() {
+            self.resource.to_string()
+        } else {
+            format!("{}.{}", self.resource, self.group)
         };
+        let what = match self.name {
+            Some(n) => format!("{qualified} \"{n}\""),
+            None => qualified,
+        };
+        let res = match self.subresource {
+            Some(s) => format!("{}/{s}", self.resource),
+            None => self.resource.to_string(),
+        };
+        let scope = match self.namespace {
+            Some(ns) => format!(" in the namespace \"{ns}\""),
+            None => " at the cluster scope".to_string(),
+        };
+        format!(
+            "{what} is forbidden: User \"{user}\" cannot {} resource \"{res}\" in API group \"{}\"{scope}",
+            self.verb, self.group
+        )
     }
-    false
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn user(name: &str, groups: &[&str]) -> UserInfo {
-        UserInfo {
-            name: name.into(),
-            groups: groups.iter().map(|s| s.to_string()).collect(),
-        }
+    #[test]
+    fn node_names_need_the_nodes_group() {
+        let n = UserInfo {
+            name: "system:node:n1".into(),
+            groups: vec![NODES_GROUP.into()],
+        };
+        assert_eq!(n.node_name(), Some("n1"));
+        let fake = UserInfo {
+            name: "system:node:n1".into(),
+            groups: vec![],
+        };
+        assert_eq!(fake.node_name(), None);
     }
 
-    fn attrs<'a>(
-        verb: &'a str,
-        resource: &'a str,
-        ns: Option<&'a str>,
-        name: Option<&'a str>,
-    ) -> Attributes<'a> {
-        Attributes {
-            verb,
-            resource,
+    #[test]
+    fn forbidden_messages_read_like_upstream() {
+        let a = Attributes {
+            verb: "list",
+            group: "",
+            resource: "pods",
             subresource: None,
-            namespace: ns,
-            name,
-        }
-    }
-
-    #[test]
-    fn admin_may_do_everything_others_nothing() {
-        assert!(allowed(
-            &user("admin", &[ADMIN_GROUP]),
-            &attrs("delete", "pods", Some("x"), Some("y"))
-        ));
-        assert!(!allowed(
-            &user("bob", &["dev"]),
-            &attrs("get", "pods", Some("x"), Some("y"))
-        ));
-    }
-
-    #[test]
-    fn service_accounts_read_their_namespace() {
-        let sa = user(
-            "system:serviceaccount:app:robot",
-            &["system:serviceaccounts"],
+            namespace: Some("default"),
+            name: None,
+        };
+        assert_eq!(
+            a.forbidden_message("x"),
+            "pods is forbidden: User \"x\" cannot list resource \"pods\" in API group \"\" in the namespace \"default\""
         );
-        assert!(allowed(&sa, &attrs("list", "pods", Some("app"), None)));
-        assert!(!allowed(&sa, &attrs("list", "pods", Some("other"), None)));
-        assert!(!allowed(
-            &sa,
-            &attrs("delete", "pods", Some("app"), Some("p"))
-        ));
-        let sys = user(
-            "system:serviceaccount:kube-system:controller",
-            &["system:serviceaccounts"],
+        let a = Attributes {
+            verb: "update",
+            group: "",
+            resource: "nodes",
+            subresource: None,
+            namespace: None,
+            name: Some("n2"),
+        };
+        assert_eq!(
+            a.forbidden_message("system:node:n1"),
+            "nodes \"n2\" is forbidden: User \"system:node:n1\" cannot update resource \"nodes\" in API group \"\" at the cluster scope"
         );
-        assert!(allowed(
-            &sys,
-            &attrs("delete", "pods", Some("app"), Some("p"))
-        ));
-    }
-
-    #[test]
-    fn node_touches_only_its_own_node_and_lease() {
-        let n = user("system:node:n1", &["system:nodes"]);
-        assert!(allowed(&n, &attrs("update", "nodes", None, Some("n1"))));
-        assert!(!allowed(&n, &attrs("update", "nodes", None, Some("n2"))));
-        assert!(allowed(
-            &n,
-            &attrs("update", "leases", Some("kube-node-lease"), Some("n1"))
-        ));
-        assert!(!allowed(
-            &n,
-            &attrs("update", "leases", Some("kube-system"), Some("n1"))
-        ));
-        assert!(allowed(&n, &attrs("list", "secrets", None, None)));
-        assert!(!allowed(
-            &n,
-            &attrs("delete", "deployments", Some("d"), Some("x"))
-        ));
     }
 }

@@ -5,6 +5,7 @@
 //! `/registry/<resource>/[<namespace>/]<name>`; a resourceVersion is the store revision.
 
 pub mod auth;
+pub mod authz;
 mod defaults;
 pub mod discovery;
 mod fsutil;
@@ -88,16 +89,30 @@ impl ApiServer {
         namespaces::check_open(self, ns).await
     }
 
-    /// The user a bearer token stands for (a service account's, whose account still exists
-    /// with the same uid).
+    /// The user a bearer token stands for: a service account's, when the token's signature
+    /// holds, its account still exists with the same uid and, for a token bound to a pod,
+    /// that pod still exists with the same uid.
     pub(crate) async fn authenticate_token(&self, token: &str) -> Option<auth::UserInfo> {
         let claims = self.tokens.verify(token)?;
-        let def = registry::lookup("", "v1", "serviceaccounts")?;
-        let key = storage::key(def, Some(&claims.namespace), &claims.name);
-        let kv = self.store.get(&key, None).await.ok()??;
-        let sa = storage::decode(&kv).ok()?;
-        let same = sa["metadata"]["uid"].as_str() == Some(claims.uid.as_str());
-        same.then(|| tokens::user_for(&claims))
+        let ns = claims.namespace.as_str();
+        self.uid_matches("serviceaccounts", ns, &claims.name, &claims.uid)
+            .await?;
+        if let Some((pod, uid)) = &claims.pod {
+            self.uid_matches("pods", ns, pod, uid).await?;
+        }
+        Some(tokens::user_for(&claims))
+    }
+
+    /// Some(()) when `resource` `ns/name` exists with `uid`.
+    async fn uid_matches(&self, resource: &str, ns: &str, name: &str, uid: &str) -> Option<()> {
+        let def = registry::lookup("", "v1", resource)?;
+        let kv = self
+            .store
+            .get(&storage::key(def, Some(ns), name), None)
+            .await
+            .ok()??;
+        let obj = storage::decode(&kv).ok()?;
+        (obj["metadata"]["uid"].as_str() == Some(uid)).then_some(())
     }
 
     pub(crate) fn kick_namespace_finalizer(&self) {
@@ -150,7 +165,7 @@ pub async fn start(opts: Options, store: Arc<dyn Store>) -> Result<Running> {
     }
     let pki = pki::load_or_create(&pki_dir, &sans)
         .with_context(|| format!("preparing {}", pki_dir.display()))?;
-    let tls = tls::server_config(&pki)?;
+    let (tls, client_verifier) = tls::server_config(&pki)?;
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .with_context(|| format!("listening on {}", opts.listen))?;
@@ -166,6 +181,9 @@ pub async fn start(opts: Options, store: Arc<dyn Store>) -> Result<Running> {
     namespaces::bootstrap(&api, addr.port())
         .await
         .map_err(|e| anyhow::anyhow!("bootstrapping namespaces: {}", e.message))?;
+    authz::bootstrap::ensure(&api)
+        .await
+        .map_err(|e| anyhow::anyhow!("creating the default RBAC roles: {}", e.message))?;
     namespaces::spawn_finalizer(api.clone());
 
     let host = if addr.ip().is_unspecified() {
@@ -188,7 +206,7 @@ pub async fn start(opts: Options, store: Arc<dyn Store>) -> Result<Running> {
     atomic_write(&kubeconfig, text.as_bytes(), 0o600)
         .with_context(|| format!("writing {}", kubeconfig.display()))?;
 
-    let task = tokio::spawn(server::serve(listener, Arc::new(tls), api));
+    let task = tokio::spawn(server::serve(listener, Arc::new(tls), client_verifier, api));
     tracing::info!(
         "API server listening on https://{addr}; admin kubeconfig at {}",
         kubeconfig.display()

@@ -1,7 +1,7 @@
 //! Objects as JSON values: checking them against the typed Kubernetes structs (k8s-openapi),
 //! which also drops unknown fields as the real API server does, and metadata helpers.
 
-use k8s_openapi::api::{apps, batch, coordination, core, discovery, networking};
+use k8s_openapi::api::{apps, batch, coordination, core, discovery, networking, rbac};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
@@ -42,6 +42,10 @@ pub fn normalize(kind: &str, v: Value) -> Result<Value, String> {
         "Lease" => roundtrip::<coordination::v1::Lease>(v),
         "EndpointSlice" => roundtrip::<discovery::v1::EndpointSlice>(v),
         "Ingress" => roundtrip::<networking::v1::Ingress>(v),
+        "Role" => roundtrip::<rbac::v1::Role>(v),
+        "RoleBinding" => roundtrip::<rbac::v1::RoleBinding>(v),
+        "ClusterRole" => roundtrip::<rbac::v1::ClusterRole>(v),
+        "ClusterRoleBinding" => roundtrip::<rbac::v1::ClusterRoleBinding>(v),
         "Scale" => roundtrip::<k8s_openapi::api::autoscaling::v1::Scale>(v),
         _ => Ok(v),
     }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
-use k8s_openapi::api::{apps, batch, coordination, core, discovery as disc, networking};
+use k8s_openapi::api::{apps, batch, coordination, core, discovery as disc, networking, rbac};
 use schemars::SchemaGenerator;
 use schemars::generate::SchemaSettings;
 use serde_json::{Map, Value, json};
@@ -30,6 +30,10 @@ fn register(generator: &mut SchemaGenerator, kind: &str) -> Option<Value> {
         "Lease" => generator.subschema_for::<coordination::v1::Lease>(),
         "EndpointSlice" => generator.subschema_for::<disc::v1::EndpointSlice>(),
         "Ingress" => generator.subschema_for::<networking::v1::Ingress>(),
+        "Role" => generator.subschema_for::<rbac::v1::Role>(),
+        "RoleBinding" => generator.subschema_for::<rbac::v1::RoleBinding>(),
+        "ClusterRole" => generator.subschema_for::<rbac::v1::ClusterRole>(),
+        "ClusterRoleBinding" => generator.subschema_for::<rbac::v1::ClusterRoleBinding>(),
         _ => return None,
     };
     Some(s.to_value())

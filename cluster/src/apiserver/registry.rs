@@ -127,6 +127,20 @@ pub static RESOURCES: &[ResourceDef] = &[
                 kind: "PodExecOptions",
                 verbs: &["create", "get"],
             },
+            Subresource {
+                name: "attach",
+                group: "",
+                version: "",
+                kind: "PodAttachOptions",
+                verbs: &["create", "get"],
+            },
+            Subresource {
+                name: "portforward",
+                group: "",
+                version: "",
+                kind: "PodPortForwardOptions",
+                verbs: &["create", "get"],
+            },
         ],
     },
     ResourceDef {
@@ -278,6 +292,50 @@ pub static RESOURCES: &[ResourceDef] = &[
         categories: &[],
         subresources: &[status!("networking.k8s.io", "Ingress")],
     },
+    ResourceDef {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        plural: "roles",
+        singular: "role",
+        kind: "Role",
+        namespaced: true,
+        short_names: &[],
+        categories: &[],
+        subresources: &[],
+    },
+    ResourceDef {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        plural: "rolebindings",
+        singular: "rolebinding",
+        kind: "RoleBinding",
+        namespaced: true,
+        short_names: &[],
+        categories: &[],
+        subresources: &[],
+    },
+    ResourceDef {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        plural: "clusterroles",
+        singular: "clusterrole",
+        kind: "ClusterRole",
+        namespaced: false,
+        short_names: &[],
+        categories: &[],
+        subresources: &[],
+    },
+    ResourceDef {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        plural: "clusterrolebindings",
+        singular: "clusterrolebinding",
+        kind: "ClusterRoleBinding",
+        namespaced: false,
+        short_names: &[],
+        categories: &[],
+        subresources: &[],
+    },
 ];
 
 impl ResourceDef {
@@ -307,7 +365,16 @@ impl ResourceDef {
     pub fn has_spec(&self) -> bool {
         !matches!(
             self.kind,
-            "ConfigMap" | "Secret" | "ServiceAccount" | "Event" | "Endpoints" | "EndpointSlice"
+            "ConfigMap"
+                | "Secret"
+                | "ServiceAccount"
+                | "Event"
+                | "Endpoints"
+                | "EndpointSlice"
+                | "Role"
+                | "RoleBinding"
+                | "ClusterRole"
+                | "ClusterRoleBinding"
         )
     }
 }

@@ -3,10 +3,17 @@
 
 use serde_json::{Value, json};
 
-use super::auth::{self, Attributes, UserInfo};
+use super::ApiServer;
+use super::auth::{Attributes, UserInfo};
 use super::request::Target;
+use super::status::ApiResult;
 
-pub fn answer(target: &Target, mut review: Value, user: &UserInfo) -> Value {
+pub async fn answer(
+    api: &ApiServer,
+    target: &Target,
+    mut review: Value,
+    user: &UserInfo,
+) -> ApiResult<Value> {
     if !review.is_object() {
         review = json!({});
     }
@@ -20,53 +27,25 @@ pub fn answer(target: &Target, mut review: Value, user: &UserInfo) -> Value {
             review["apiVersion"] = json!("authorization.k8s.io/v1");
             review["kind"] = json!("SelfSubjectAccessReview");
             let spec = &review["spec"];
-            let allowed = match spec.get("resourceAttributes").filter(|v| v.is_object()) {
+            let reason = match spec.get("resourceAttributes").filter(|v| v.is_object()) {
                 Some(ra) => {
                     let s = |k: &str| ra[k].as_str().filter(|v| !v.is_empty());
                     let attrs = Attributes {
                         verb: s("verb").unwrap_or(""),
+                        group: s("group").unwrap_or(""),
                         resource: s("resource").unwrap_or(""),
                         subresource: s("subresource"),
                         namespace: s("namespace"),
                         name: s("name"),
                     };
-                    auth::allowed(user, &attrs)
+                    super::authz::authorize(api, user, &attrs).await?
                 }
                 // Non-resource paths (discovery, health) are open to every authenticated user.
-                None => true,
+                None => Some("non-resource URLs are open to authenticated users".into()),
             };
-            review["status"] = json!({"allowed": allowed, "reason": if allowed { "allowed by the ros authorizer" } else { "" }});
+            review["status"] =
+                json!({"allowed": reason.is_some(), "reason": reason.unwrap_or_default()});
         }
     }
-    review
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn can_i_follows_the_authorizer() {
-        let bob = UserInfo {
-            name: "bob".into(),
-            groups: vec!["dev".into()],
-        };
-        let admin = UserInfo {
-            name: "admin".into(),
-            groups: vec![crate::apiserver::pki::ADMIN_GROUP.into()],
-        };
-        let q = json!({"spec": {"resourceAttributes": {"verb": "delete", "resource": "pods", "namespace": "x"}}});
-        assert_eq!(
-            answer(&Target::SelfSubjectAccessReview, q.clone(), &bob)["status"]["allowed"],
-            false
-        );
-        assert_eq!(
-            answer(&Target::SelfSubjectAccessReview, q, &admin)["status"]["allowed"],
-            true
-        );
-        assert_eq!(
-            answer(&Target::SelfSubjectReview, json!({}), &bob)["status"]["userInfo"]["username"],
-            "bob"
-        );
-    }
+    Ok(review)
 }

@@ -14,17 +14,23 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use super::auth::{self, Attributes, UserInfo};
+use super::auth::{self, Attributes, PeerIdentity};
 use super::handlers::{self, Call};
 use super::http::{self as h, Body};
 use super::request::{self, Query, Target};
 use super::status::{ApiError, ApiResult};
-use super::{ApiServer, discovery, openapi, openapi_v3};
+use super::tls::ClientVerifier;
+use super::{ApiServer, authz, discovery, openapi, openapi_v3};
 
 /// The largest request body accepted (Kubernetes' limit is 3 MiB).
 const MAX_BODY: usize = 3 * 1024 * 1024;
 
-pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, api: Arc<ApiServer>) {
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    verifier: Arc<ClientVerifier>,
+    api: Arc<ApiServer>,
+) {
     let acceptor = TlsAcceptor::from(tls);
     loop {
         let (tcp, peer) = match listener.accept().await {
@@ -37,6 +43,7 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, api: A
         };
         let acceptor = acceptor.clone();
         let api = api.clone();
+        let verifier = verifier.clone();
         tokio::spawn(async move {
             let tls =
                 match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
@@ -47,12 +54,16 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, api: A
                     }
                     Err(_) => return,
                 };
-            let user = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .and_then(|c| auth::user_from_certificate(c));
+            let user = match tls.get_ref().1.peer_certificates() {
+                None | Some([]) => PeerIdentity::None,
+                Some(chain) if verifier.chains_to_ca(chain) => {
+                    match auth::user_from_certificate(&chain[0]) {
+                        Some(u) => PeerIdentity::User(u),
+                        None => PeerIdentity::Invalid,
+                    }
+                }
+                Some(_) => PeerIdentity::Invalid,
+            };
             let service = service_fn(move |req| {
                 let api = api.clone();
                 let user = user.clone();
@@ -68,11 +79,7 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, api: A
     }
 }
 
-async fn handle(
-    api: Arc<ApiServer>,
-    user: Option<UserInfo>,
-    req: Request<Incoming>,
-) -> Response<Body> {
+async fn handle(api: Arc<ApiServer>, user: PeerIdentity, req: Request<Incoming>) -> Response<Body> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let result = AssertUnwindSafe(route(api, user, req)).catch_unwind().await;
@@ -111,7 +118,7 @@ fn verb(method: &Method, named: bool, watch: bool) -> &'static str {
 
 async fn route(
     api: Arc<ApiServer>,
-    user: Option<UserInfo>,
+    user: PeerIdentity,
     req: Request<Incoming>,
 ) -> ApiResult<Response<Body>> {
     let path = req.uri().path().to_string();
@@ -121,8 +128,10 @@ async fn route(
     let method = req.method().clone();
 
     let user = match user {
-        Some(u) => Some(u),
-        None => match header_str(&req, header::AUTHORIZATION).strip_prefix("Bearer ") {
+        PeerIdentity::User(u) => Some(u),
+        PeerIdentity::Invalid => return Err(ApiError::unauthorized()),
+        PeerIdentity::None => match header_str(&req, header::AUTHORIZATION).strip_prefix("Bearer ")
+        {
             Some(token) => Some(
                 api.authenticate_token(token.trim())
                     .await
@@ -155,7 +164,7 @@ async fn route(
         let review = super::objects::parse_body(&content_type, &body)?;
         return Ok(h::json(
             201,
-            &super::reviews::answer(&target, review, &user),
+            &super::reviews::answer(&api, &target, review, &user).await?,
         ));
     }
     let Target::Resource(r) = target else {
@@ -169,28 +178,13 @@ async fn route(
     let watch = query.flag("watch");
     let attrs = Attributes {
         verb: verb(&method, r.name.is_some(), watch),
+        group: r.def.group,
         resource: r.def.plural,
         subresource: r.subresource.as_deref(),
         namespace: r.namespace.as_deref(),
         name: r.name.as_deref(),
     };
-    if !auth::allowed(&user, &attrs) {
-        let scope = match &r.namespace {
-            Some(ns) => format!(" in the namespace \"{ns}\""),
-            None => " at the cluster scope".to_string(),
-        };
-        let res = match &r.subresource {
-            Some(s) => format!("{}/{s}", r.def.plural),
-            None => r.def.plural.to_string(),
-        };
-        return Err(ApiError::forbidden(format!(
-            "{} is forbidden: User \"{}\" cannot {} resource \"{res}\" in API group \"{}\"{scope}",
-            super::status::qualified(r.def.plural, r.def.group),
-            user.name,
-            attrs.verb,
-            r.def.group
-        )));
-    }
+    authz::check(&api, &user, &attrs).await?;
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => {
@@ -206,6 +200,13 @@ async fn route(
             )));
         }
     };
+    if attrs.verb == "create" && user.node_name().is_some() {
+        authz::admit_create(
+            &user,
+            &attrs,
+            &super::objects::parse_body(&content_type, &body)?,
+        )?;
+    }
     let call = Call::new(api, r, query, accept, content_type, body);
     handlers::dispatch(call, &method).await
 }

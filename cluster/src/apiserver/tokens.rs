@@ -24,6 +24,15 @@ pub struct Claims {
     pub namespace: String,
     pub name: String,
     pub uid: String,
+    /// The pod (name, uid) a bound token dies with.
+    pub pod: Option<(String, String)>,
+}
+
+/// The object a token is bound to (TokenRequest `spec.boundObjectRef`); only pods are.
+#[derive(Debug, Clone, Copy)]
+pub struct BoundPod<'a> {
+    pub name: &'a str,
+    pub uid: &'a str,
 }
 
 impl Signer {
@@ -38,25 +47,30 @@ impl Signer {
         Ok(Signer { key, public, rng })
     }
 
-    /// A token for service account `namespace/name` (uid), valid for `seconds`.
+    /// A token for service account `namespace/name` (uid), valid for `seconds`, bound to
+    /// `pod` if given.
     pub fn issue(
         &self,
         namespace: &str,
         name: &str,
         uid: &str,
+        pod: Option<BoundPod<'_>>,
         audiences: &[String],
         seconds: i64,
     ) -> ApiResult<(String, i64)> {
         let now = jiff::Timestamp::now().as_second();
         let exp = now + seconds;
         let header = json!({"alg": "ES256", "typ": "JWT"});
-        let claims = json!({
+        let mut claims = json!({
             "iss": ISSUER,
             "sub": format!("system:serviceaccount:{namespace}:{name}"),
             "aud": audiences,
             "iat": now, "nbf": now, "exp": exp,
             "kubernetes.io": {"namespace": namespace, "serviceaccount": {"name": name, "uid": uid}},
         });
+        if let Some(p) = pod {
+            claims["kubernetes.io"]["pod"] = json!({"name": p.name, "uid": p.uid});
+        }
         let signing_input = format!(
             "{}.{}",
             URL_SAFE_NO_PAD.encode(header.to_string()),
@@ -100,8 +114,53 @@ impl Signer {
             namespace: k["namespace"].as_str()?.to_string(),
             name: k["serviceaccount"]["name"].as_str()?.to_string(),
             uid: k["serviceaccount"]["uid"].as_str()?.to_string(),
+            pod: match &k["pod"] {
+                Value::Null => None,
+                p => Some((
+                    p["name"].as_str()?.to_string(),
+                    p["uid"].as_str()?.to_string(),
+                )),
+            },
         })
     }
+}
+
+/// The pod (name, uid) a TokenRequest's `spec.boundObjectRef` binds the token to: it must
+/// exist in the account's namespace (and have the uid, if one is given).
+pub async fn bound_pod(
+    api: &super::ApiServer,
+    namespace: Option<&str>,
+    spec: &Value,
+) -> ApiResult<Option<(String, String)>> {
+    let r = &spec["boundObjectRef"];
+    if r.is_null() {
+        return Ok(None);
+    }
+    let invalid = |msg: &str| {
+        ApiError::invalid(
+            "authentication.k8s.io",
+            "TokenRequest",
+            "",
+            vec![super::status::Cause::invalid("spec.boundObjectRef", r, msg)],
+        )
+    };
+    if r["kind"].as_str() != Some("Pod") {
+        return Err(invalid("only tokens bound to a Pod are supported"));
+    }
+    let name = r["name"].as_str().unwrap_or("");
+    let pods = super::registry::lookup("", "v1", "pods").expect("pods are served");
+    let key = super::storage::key(pods, namespace, name);
+    let pod = match api.store.get(&key, None).await? {
+        Some(kv) => super::storage::decode(&kv)?,
+        None => return Err(ApiError::not_found("", "pods", name)),
+    };
+    let uid = pod["metadata"]["uid"].as_str().unwrap_or("").to_string();
+    if let Some(want) = r["uid"].as_str().filter(|u| !u.is_empty())
+        && want != uid
+    {
+        return Err(invalid("the pod's uid does not match"));
+    }
+    Ok(Some((name.to_string(), uid)))
 }
 
 /// The user a service account token stands for.
@@ -128,25 +187,37 @@ mod tests {
     #[test]
     fn issued_tokens_verify_and_tampered_ones_do_not() {
         let s = signer();
-        let (t, exp) = s.issue("ns", "robot", "u-1", &["api".into()], 600).unwrap();
+        let (t, exp) = s
+            .issue("ns", "robot", "u-1", None, &["api".into()], 600)
+            .unwrap();
         assert!(exp > jiff::Timestamp::now().as_second());
         assert_eq!(
             s.verify(&t),
             Some(Claims {
                 namespace: "ns".into(),
                 name: "robot".into(),
-                uid: "u-1".into()
+                uid: "u-1".into(),
+                pod: None,
             })
         );
         let mut bad = t.clone();
         bad.insert(bad.find('.').unwrap() + 2, 'x');
         assert_eq!(s.verify(&bad), None);
         assert_eq!(signer().verify(&t), None, "another key's token");
-        let (expired, _) = s.issue("ns", "robot", "u-1", &[], -10).unwrap();
+        let (expired, _) = s.issue("ns", "robot", "u-1", None, &[], -10).unwrap();
         assert_eq!(s.verify(&expired), None);
         assert_eq!(
             user_for(&s.verify(&t).unwrap()).name,
             "system:serviceaccount:ns:robot"
+        );
+        let pod = BoundPod {
+            name: "p",
+            uid: "u-2",
+        };
+        let (bound, _) = s.issue("ns", "robot", "u-1", Some(pod), &[], 600).unwrap();
+        assert_eq!(
+            s.verify(&bound).unwrap().pod,
+            Some(("p".into(), "u-2".into()))
         );
     }
 }

@@ -279,10 +279,13 @@ pub async fn token(call: &Call) -> ApiResult<Response<Body>> {
     } else {
         audiences
     };
+    let pod = crate::apiserver::tokens::bound_pod(&call.api, call.ns(), &req["spec"]).await?;
     let (token, exp) = call.api.tokens.issue(
         call.ns().unwrap_or(""),
         call.name(),
         &uid,
+        pod.as_ref()
+            .map(|(name, uid)| crate::apiserver::tokens::BoundPod { name, uid }),
         &audiences,
         seconds,
     )?;

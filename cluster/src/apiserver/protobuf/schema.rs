@@ -606,6 +606,92 @@ pub static MESSAGES: &[Msg] = &[
         ],
     },
     Msg {
+        name: "api.rbac.v1.Role",
+        fields: &[
+            Field {
+                tag: 1,
+                json: "metadata",
+                ty: Ty::Msg("apimachinery.pkg.apis.meta.v1.ObjectMeta"),
+                repeated: false,
+            },
+            Field {
+                tag: 2,
+                json: "rules",
+                ty: Ty::Msg("api.rbac.v1.PolicyRule"),
+                repeated: true,
+            },
+        ],
+    },
+    Msg {
+        name: "api.rbac.v1.RoleBinding",
+        fields: &[
+            Field {
+                tag: 1,
+                json: "metadata",
+                ty: Ty::Msg("apimachinery.pkg.apis.meta.v1.ObjectMeta"),
+                repeated: false,
+            },
+            Field {
+                tag: 2,
+                json: "subjects",
+                ty: Ty::Msg("api.rbac.v1.Subject"),
+                repeated: true,
+            },
+            Field {
+                tag: 3,
+                json: "roleRef",
+                ty: Ty::Msg("api.rbac.v1.RoleRef"),
+                repeated: false,
+            },
+        ],
+    },
+    Msg {
+        name: "api.rbac.v1.ClusterRole",
+        fields: &[
+            Field {
+                tag: 1,
+                json: "metadata",
+                ty: Ty::Msg("apimachinery.pkg.apis.meta.v1.ObjectMeta"),
+                repeated: false,
+            },
+            Field {
+                tag: 2,
+                json: "rules",
+                ty: Ty::Msg("api.rbac.v1.PolicyRule"),
+                repeated: true,
+            },
+            Field {
+                tag: 3,
+                json: "aggregationRule",
+                ty: Ty::Msg("api.rbac.v1.AggregationRule"),
+                repeated: false,
+            },
+        ],
+    },
+    Msg {
+        name: "api.rbac.v1.ClusterRoleBinding",
+        fields: &[
+            Field {
+                tag: 1,
+                json: "metadata",
+                ty: Ty::Msg("apimachinery.pkg.apis.meta.v1.ObjectMeta"),
+                repeated: false,
+            },
+            Field {
+                tag: 2,
+                json: "subjects",
+                ty: Ty::Msg("api.rbac.v1.Subject"),
+                repeated: true,
+            },
+            Field {
+                tag: 3,
+                json: "roleRef",
+                ty: Ty::Msg("api.rbac.v1.RoleRef"),
+                repeated: false,
+            },
+        ],
+    },
+    Msg {
         name: "apimachinery.pkg.apis.meta.v1.ObjectMeta",
         fields: &[
             Field {
@@ -2296,6 +2382,102 @@ pub static MESSAGES: &[Msg] = &[
             json: "userInfo",
             ty: Ty::Msg("api.authentication.v1.UserInfo"),
             repeated: false,
+        }],
+    },
+    Msg {
+        name: "api.rbac.v1.PolicyRule",
+        fields: &[
+            Field {
+                tag: 1,
+                json: "verbs",
+                ty: Ty::Str,
+                repeated: true,
+            },
+            Field {
+                tag: 2,
+                json: "apiGroups",
+                ty: Ty::Str,
+                repeated: true,
+            },
+            Field {
+                tag: 3,
+                json: "resources",
+                ty: Ty::Str,
+                repeated: true,
+            },
+            Field {
+                tag: 4,
+                json: "resourceNames",
+                ty: Ty::Str,
+                repeated: true,
+            },
+            Field {
+                tag: 5,
+                json: "nonResourceUrLs",
+                ty: Ty::Str,
+                repeated: true,
+            },
+        ],
+    },
+    Msg {
+        name: "api.rbac.v1.Subject",
+        fields: &[
+            Field {
+                tag: 1,
+                json: "kind",
+                ty: Ty::Str,
+                repeated: false,
+            },
+            Field {
+                tag: 2,
+                json: "apiGroup",
+                ty: Ty::Str,
+                repeated: false,
+            },
+            Field {
+                tag: 3,
+                json: "name",
+                ty: Ty::Str,
+                repeated: false,
+            },
+            Field {
+                tag: 4,
+                json: "namespace",
+                ty: Ty::Str,
+                repeated: false,
+            },
+        ],
+    },
+    Msg {
+        name: "api.rbac.v1.RoleRef",
+        fields: &[
+            Field {
+                tag: 1,
+                json: "apiGroup",
+                ty: Ty::Str,
+                repeated: false,
+            },
+            Field {
+                tag: 2,
+                json: "kind",
+                ty: Ty::Str,
+                repeated: false,
+            },
+            Field {
+                tag: 3,
+                json: "name",
+                ty: Ty::Str,
+                repeated: false,
+            },
+        ],
+    },
+    Msg {
+        name: "api.rbac.v1.AggregationRule",
+        fields: &[Field {
+            tag: 1,
+            json: "clusterRoleSelectors",
+            ty: Ty::Msg("apimachinery.pkg.apis.meta.v1.LabelSelector"),
+            repeated: true,
         }],
     },
     Msg {

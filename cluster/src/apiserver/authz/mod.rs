@@ -1,0 +1,91 @@
+//! Authorization: may this user do this request? Checked on every resource request and by
+//! `kubectl auth can-i` (SelfSubjectAccessReview), in upstream's order:
+//! 1. `system:masters` may do everything;
+//! 2. the node authorizer lets a kubelet (`system:node:<name>` in `system:nodes`) do what its
+//!    node needs, and nothing about other nodes' pods, secrets or config maps;
+//! 3. every authenticated user may review its own access (as `system:basic-user`);
+//! 4. RBAC: Roles, ClusterRoles and their bindings stored in rbac.authorization.k8s.io/v1.
+//!
+//! Anything else is denied (403).
+
+pub mod bootstrap;
+mod node;
+pub mod rbac;
+
+use serde_json::Value;
+
+use super::ApiServer;
+use super::auth::{Attributes, UserInfo};
+use super::status::{ApiError, ApiResult};
+
+/// Why a request was allowed (for SelfSubjectAccessReview's `status.reason`), or None.
+pub async fn authorize(
+    api: &ApiServer,
+    user: &UserInfo,
+    a: &Attributes<'_>,
+) -> ApiResult<Option<String>> {
+    if user.is_admin() {
+        return Ok(Some("allowed: member of system:masters".into()));
+    }
+    if let Some(node) = user.node_name()
+        && node::allows(api, node, a).await?
+    {
+        return Ok(Some(format!(
+            "allowed by the node authorizer for node {node}"
+        )));
+    }
+    if basic_user_allows(a) {
+        return Ok(Some("allowed: every user may review its own access".into()));
+    }
+    rbac::allows(api, user, a).await
+}
+
+/// Authorizes `a` for `user`; a denial is upstream's 403 Forbidden.
+pub async fn check(api: &ApiServer, user: &UserInfo, a: &Attributes<'_>) -> ApiResult<()> {
+    match authorize(api, user, a).await? {
+        Some(_) => Ok(()),
+        None => Err(ApiError::forbidden(a.forbidden_message(&user.name))),
+    }
+}
+
+/// What a create request's body must satisfy beyond its verb (upstream's NodeRestriction
+/// admission): a node creates only its own Node and its own Lease.
+pub fn admit_create(user: &UserInfo, a: &Attributes<'_>, body: &Value) -> ApiResult<()> {
+    let Some(node) = user.node_name() else {
+        return Ok(());
+    };
+    if user.is_admin() || a.verb != "create" || a.subresource.is_some() {
+        return Ok(());
+    }
+    let own = match (a.group, a.resource) {
+        ("", "nodes") | ("coordination.k8s.io", "leases") => {
+            body["metadata"]["name"].as_str() == Some(node)
+        }
+        _ => return Ok(()),
+    };
+    if own {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(format!(
+            "{} is forbidden: node \"{node}\" may only create its own {}",
+            a.resource,
+            if a.resource == "nodes" {
+                "Node"
+            } else {
+                "Lease"
+            }
+        )))
+    }
+}
+
+/// `system:basic-user`: self reviews (`kubectl auth can-i`, `kubectl auth whoami`).
+fn basic_user_allows(a: &Attributes<'_>) -> bool {
+    a.verb == "create"
+        && matches!(
+            (a.group, a.resource),
+            (
+                "authorization.k8s.io",
+                "selfsubjectaccessreviews" | "selfsubjectrulesreviews"
+            ) | ("authentication.k8s.io", "selfsubjectreviews")
+        )
+}

@@ -1,0 +1,196 @@
+//! The node authorizer: what a node agent (kubelet + service proxy) needs, keyed on its
+//! identity `system:node:<name>`. As upstream's node authorizer and NodeRestriction admission:
+//! - read pods, services, endpoints, endpoint slices, nodes and ingresses;
+//! - read a secret, config map or service account only when a pod bound to the node uses it;
+//! - write only its own Node (and node status) and its own Lease in kube-node-lease;
+//! - update the status of, and delete, only pods bound to it;
+//! - create events.
+
+use serde_json::Value;
+
+use crate::apiserver::ApiServer;
+use crate::apiserver::auth::Attributes;
+use crate::apiserver::status::ApiResult;
+use crate::apiserver::storage;
+
+pub const LEASE_NAMESPACE: &str = "kube-node-lease";
+
+fn is_read(verb: &str) -> bool {
+    matches!(verb, "get" | "list" | "watch")
+}
+
+pub async fn allows(api: &ApiServer, node: &str, a: &Attributes<'_>) -> ApiResult<bool> {
+    let verb = a.verb;
+    Ok(match (a.group, a.resource, a.subresource) {
+        ("", "pods" | "services" | "endpoints" | "nodes", None)
+        | ("discovery.k8s.io", "endpointslices", None)
+        | ("networking.k8s.io", "ingresses", None)
+            if is_read(verb) =>
+        {
+            true
+        }
+        ("", "nodes", None) if verb == "create" => true,
+        ("", "nodes", None | Some("status"))
+            if matches!(verb, "get" | "update" | "patch" | "delete") =>
+        {
+            a.name == Some(node)
+        }
+        ("coordination.k8s.io", "leases", None) => {
+            a.namespace == Some(LEASE_NAMESPACE)
+                && match verb {
+                    // The body's name is checked at admission.
+                    "create" => true,
+                    "get" | "update" | "patch" | "delete" => a.name == Some(node),
+                    _ => false,
+                }
+        }
+        ("", "events", None) => matches!(verb, "create" | "update" | "patch"),
+        ("", "pods", Some("status")) if matches!(verb, "get" | "update" | "patch") => {
+            bound_pod(api, node, a).await?.is_some()
+        }
+        ("", "pods", None) if verb == "delete" => bound_pod(api, node, a).await?.is_some(),
+        ("", "secrets" | "configmaps", None) if verb == "get" => {
+            referenced(api, node, a, a.resource).await?
+        }
+        ("", "serviceaccounts", None) if verb == "get" => {
+            referenced(api, node, a, "serviceaccounts").await?
+        }
+        ("", "serviceaccounts", Some("token")) if verb == "create" => {
+            referenced(api, node, a, "serviceaccounts").await?
+        }
+        _ => false,
+    })
+}
+
+/// The pod `a` names, when it is bound to `node`.
+async fn bound_pod(api: &ApiServer, node: &str, a: &Attributes<'_>) -> ApiResult<Option<Value>> {
+    let (Some(ns), Some(name)) = (a.namespace, a.name) else {
+        return Ok(None);
+    };
+    let pods = crate::apiserver::registry::lookup("", "v1", "pods").expect("pods are served");
+    let Some(kv) = api
+        .store
+        .get(&storage::key(pods, Some(ns), name), None)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let pod = storage::decode(&kv)?;
+    Ok((pod["spec"]["nodeName"].as_str() == Some(node)).then_some(pod))
+}
+
+/// Whether a pod bound to `node` in `a`'s namespace uses the object `a` names (a secret,
+/// config map or service account).
+async fn referenced(
+    api: &ApiServer,
+    node: &str,
+    a: &Attributes<'_>,
+    kind: &str,
+) -> ApiResult<bool> {
+    let (Some(ns), Some(name)) = (a.namespace, a.name) else {
+        return Ok(false);
+    };
+    let pods = api
+        .store
+        .range(&format!("/registry/pods/{ns}/"), None, 0, None)
+        .await?;
+    for kv in &pods.kvs {
+        let pod = storage::decode(kv)?;
+        if pod["spec"]["nodeName"].as_str() != Some(node) {
+            continue;
+        }
+        if references(&pod["spec"], kind).iter().any(|r| r == name) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// The names of the `kind` objects (secrets, configmaps, serviceaccounts) a pod spec uses.
+pub fn references(spec: &Value, kind: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut push = |v: &Value| {
+        if let Some(s) = v.as_str().filter(|s| !s.is_empty()) {
+            out.push(s.to_string());
+        }
+    };
+    let list = |v: &Value| v.as_array().cloned().unwrap_or_default();
+    if kind == "serviceaccounts" {
+        push(&spec["serviceAccountName"]);
+        if spec["serviceAccountName"].is_null() {
+            push(&spec["serviceAccount"]);
+        }
+        return out;
+    }
+    let secret = kind == "secrets";
+    let containers = ["containers", "initContainers", "ephemeralContainers"]
+        .iter()
+        .flat_map(|f| list(&spec[*f]));
+    for c in containers {
+        for e in list(&c["env"]) {
+            let r = &e["valueFrom"];
+            push(if secret {
+                &r["secretKeyRef"]["name"]
+            } else {
+                &r["configMapKeyRef"]["name"]
+            });
+        }
+        for e in list(&c["envFrom"]) {
+            push(if secret {
+                &e["secretRef"]["name"]
+            } else {
+                &e["configMapRef"]["name"]
+            });
+        }
+    }
+    for v in list(&spec["volumes"]) {
+        if secret {
+            push(&v["secret"]["secretName"]);
+        } else {
+            push(&v["configMap"]["name"]);
+        }
+        for s in list(&v["projected"]["sources"]) {
+            push(if secret {
+                &s["secret"]["name"]
+            } else {
+                &s["configMap"]["name"]
+            });
+        }
+    }
+    if secret {
+        for s in list(&spec["imagePullSecrets"]) {
+            push(&s["name"]);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn references_cover_env_volumes_and_pull_secrets() {
+        let spec = json!({
+            "serviceAccountName": "robot",
+            "imagePullSecrets": [{"name": "pull"}],
+            "containers": [{"name": "a",
+                "env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "s1", "key": "k"}}},
+                        {"name": "Y", "valueFrom": {"configMapKeyRef": {"name": "c1", "key": "k"}}}],
+                "envFrom": [{"secretRef": {"name": "s2"}}, {"configMapRef": {"name": "c2"}}]}],
+            "volumes": [{"name": "v", "secret": {"secretName": "s3"}},
+                        {"name": "w", "configMap": {"name": "c3"}},
+                        {"name": "p", "projected": {"sources": [{"configMap": {"name": "kube-root-ca.crt"}}]}}],
+        });
+        assert_eq!(
+            references(&spec, "secrets"),
+            ["s1", "s2", "s3", "pull"].map(String::from)
+        );
+        assert_eq!(
+            references(&spec, "configmaps"),
+            ["c1", "c2", "c3", "kube-root-ca.crt"].map(String::from)
+        );
+        assert_eq!(references(&spec, "serviceaccounts"), ["robot".to_string()]);
+    }
+}
