@@ -413,7 +413,8 @@ mod tests {
         assert_eq!(pki.ca_cert, ca_crt);
         assert_eq!(pki.sa_key, sa);
         assert_ne!(pki.admin_cert, first.admin_cert);
-        let (_, ca) = x509_parser::parse_x509_certificate(&der_of(&ca_crt)).unwrap();
+        let ca_der = der_of(&ca_crt);
+        let (_, ca) = x509_parser::parse_x509_certificate(&ca_der).unwrap();
         for pem in [&pki.server_cert, &pki.admin_cert] {
             let der = der_of(pem);
             let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
