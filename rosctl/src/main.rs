@@ -2,6 +2,7 @@
 //!
 //! Each command group lives in its own module; `main` only parses and dispatches.
 
+mod cluster;
 mod config;
 mod generate;
 mod global;
@@ -35,6 +36,9 @@ enum Command {
     /// Manage the client config (rosconfig): contexts, endpoints, nodes.
     #[command(subcommand)]
     Config(config::ConfigCommand),
+    /// Local clusters of QEMU VMs: create, destroy, show.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
     #[command(flatten)]
     Machine(machine::MachineCommand),
 }
@@ -55,6 +59,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Gen(cmd) => generate::run(cmd),
         Command::Validate(args) => validate::run(args),
         Command::Config(cmd) => config::run(cmd, &cli.global),
+        Command::Cluster(cmd) => cluster::run(cmd),
         Command::Machine(cmd) => machine::run(cmd, &cli.global),
     }
 }
