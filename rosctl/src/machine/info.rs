@@ -5,7 +5,6 @@ use super::{Targets, fanout};
 use clap::Args;
 use ros_api::machine::*;
 use std::io::Write;
-use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 pub struct VersionArgs {
@@ -36,12 +35,6 @@ pub struct EventsArgs {
     /// Replay the last N events first.
     #[arg(long, value_name = "N", default_value_t = 50)]
     pub tail: u32,
-}
-
-#[derive(Args, Debug)]
-pub struct KubeconfigArgs {
-    /// Where to write it (stdout when omitted).
-    pub path: Option<PathBuf>,
 }
 
 pub async fn version(t: &Targets, a: &VersionArgs) -> anyhow::Result<bool> {
@@ -399,42 +392,6 @@ pub async fn events(t: &Targets, a: &EventsArgs) -> anyhow::Result<bool> {
         if let Ok(Err((target, e))) = done {
             failed = true;
             eprintln!("node {target}: {e:#}");
-        }
-    }
-    Ok(failed)
-}
-
-pub async fn bootstrap(t: &Targets) -> anyhow::Result<bool> {
-    let results = fanout::each(&t.nodes, &t.creds, |mut c| async move {
-        c.bootstrap(BootstrapRequest {})
-            .await
-            .map(|r| r.into_inner())
-    })
-    .await;
-    let (ok, failed) = fanout::split(results);
-    for (_, r) in ok {
-        println!("{}: {}", r.node, r.message);
-    }
-    Ok(failed)
-}
-
-pub async fn kubeconfig(t: &Targets, a: &KubeconfigArgs) -> anyhow::Result<bool> {
-    let first = t.nodes.first().cloned().into_iter().collect::<Vec<_>>();
-    let results = fanout::each(&first, &t.creds, |mut c| async move {
-        c.kubeconfig(KubeconfigRequest {})
-            .await
-            .map(|r| r.into_inner())
-    })
-    .await;
-    let (ok, failed) = fanout::split(results);
-    for (_, r) in ok {
-        match &a.path {
-            Some(path) => {
-                ros_config::atomic_write_private(path, &r.kubeconfig)
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-                eprintln!("kubeconfig from {} written to {}", r.node, path.display());
-            }
-            None => std::io::stdout().write_all(&r.kubeconfig)?,
         }
     }
     Ok(failed)

@@ -5,7 +5,9 @@
 mod apply;
 mod edit;
 mod fanout;
+mod health;
 mod info;
+mod kubeconfig;
 mod output;
 mod resources;
 mod services;
@@ -61,10 +63,12 @@ pub enum MachineCommand {
     Time,
     /// Stream machine events.
     Events(info::EventsArgs),
-    /// Bootstrap the cluster on the first control-plane node.
+    /// Bootstrap the cluster on the first control-plane node (once).
     Bootstrap,
-    /// Download the admin kubeconfig.
-    Kubeconfig(info::KubeconfigArgs),
+    /// Download an admin kubeconfig (or merge it into ~/.kube/config with --merge).
+    Kubeconfig(kubeconfig::KubeconfigArgs),
+    /// Check the control plane through the Kubernetes API.
+    Health(health::HealthArgs),
 }
 
 /// For calls a maintenance-mode node answers.
@@ -188,7 +192,8 @@ async fn dispatch(cmd: MachineCommand, global: &GlobalArgs) -> anyhow::Result<bo
         C::Netdev(_) => info::netdev(&t).await,
         C::Time => info::time(&t).await,
         C::Events(a) => info::events(&t, &a).await,
-        C::Bootstrap => info::bootstrap(&t).await,
-        C::Kubeconfig(a) => info::kubeconfig(&t, &a).await,
+        C::Bootstrap => kubeconfig::bootstrap(&t).await,
+        C::Kubeconfig(a) => kubeconfig::kubeconfig(&t, &a).await,
+        C::Health(a) => health::health(&t, &a).await,
     }
 }
