@@ -505,15 +505,16 @@ spec:
         .ok(&["create", "configmap", "later", "--from-literal=k=v"]);
     h.wait_pod("waits", "Running", running);
 
-    // An image containerd does not have surfaces as ErrImagePull.
+    // An image containerd does not have, with pull policy Never (tests pull only from the
+    // local registry: agent_registry.rs), surfaces as ErrImageNeverPull.
     h.server.ok_stdin(
         &["apply", "-f", "-"],
         &format!(
-            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: noimage\nspec:\n  nodeName: {NODE}\n  containers:\n  - name: main\n    image: absent:1\n"
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: noimage\nspec:\n  nodeName: {NODE}\n  containers:\n  - name: main\n    image: absent:1\n    imagePullPolicy: Never\n"
         ),
     );
-    let p = h.wait_pod("noimage", "ErrImagePull", |_, cs| {
-        cs["state"]["waiting"]["reason"] == "ErrImagePull"
+    let p = h.wait_pod("noimage", "ErrImageNeverPull", |_, cs| {
+        cs["state"]["waiting"]["reason"] == "ErrImageNeverPull"
     });
     let msg = p["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
         .as_str()

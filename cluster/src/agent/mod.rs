@@ -1,9 +1,10 @@
 //! The node agent (`cluster agent`): registers the Node, renews its Lease, and runs the
 //! pods bound to it through containerd.
 //!
-//! Not yet: image pulls from registries (images must already be in containerd), projected
+//! Not yet: projected
 //! volumes, probes, init containers, exec, pod network (containers share the node's network).
 
+pub mod images;
 pub mod logs;
 pub mod node;
 pub mod pods;
@@ -49,6 +50,12 @@ pub struct Options {
     /// Port of the node's HTTPS log endpoint (the kubelet port), on the node IP (0: any free).
     #[arg(long, default_value_t = node::KUBELET_PORT)]
     pub kubelet_port: u16,
+    /// Registry mirrors and credentials: YAML of the machine config's `machine.registries`.
+    #[arg(long)]
+    pub registries_config: Option<PathBuf>,
+    /// First delay in seconds before a failed image pull is retried (doubles, up to 300 s).
+    #[arg(long, default_value_t = 10)]
+    pub image_pull_backoff_seconds: u64,
     /// First CrashLoopBackOff delay in seconds (doubles per restart, up to 300 s).
     #[arg(long, default_value_t = 10)]
     pub crash_backoff_seconds: u64,
@@ -130,7 +137,20 @@ pub async fn run(opts: Options) -> Result<()> {
             tokio::time::sleep(HEARTBEAT).await;
         }
     });
+    let registries = match &opts.registries_config {
+        Some(path) => images::registry::load(path)?,
+        None => ros_config::Registries::default(),
+    };
+    // reqwest (under oci-client) takes the process-wide rustls provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let images = images::Images::new(
+        runtime.clone(),
+        registries,
+        &opts.snapshotter,
+        Duration::from_secs(opts.image_pull_backoff_seconds.max(1)),
+    );
     let worker = pods::PodWorker {
+        images,
         client,
         runtime,
         node_name: name,

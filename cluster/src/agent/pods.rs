@@ -17,6 +17,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 use tokio::sync::Notify;
 
+use super::images::{self, Images};
 use super::runtime::{self, ContainerRuntime, PodContainer, TaskState};
 use super::spec;
 use super::status::{self, ContainerView, Observed};
@@ -29,6 +30,8 @@ const DEFAULT_GRACE_SECONDS: i64 = 30;
 pub struct PodWorker {
     pub client: Client,
     pub runtime: ContainerRuntime,
+    /// Pulls the containers' images (`imagePullPolicy`, registries config).
+    pub images: Images,
     pub node_name: String,
     pub host_ip: String,
     pub root_dir: PathBuf,
@@ -71,6 +74,7 @@ impl PodWorker {
             }
             tokio::select! {
                 _ = changed.notified() => {}
+                _ = self.images.wake.notified() => {}
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }
@@ -312,6 +316,35 @@ impl PodWorker {
         Ok(view)
     }
 
+    /// The image for one attempt of container `c` (`id`), pulled as its policy says; the
+    /// waiting state while it is not there. Pull events go to the pod.
+    async fn image_for(
+        &self,
+        pod: &Pod,
+        c: &Container,
+        image_name: &str,
+        id: &str,
+    ) -> std::result::Result<runtime::ImageInfo, Observed> {
+        let outcome = self
+            .images
+            .ensure(id, image_name, images::policy(c, image_name))
+            .await;
+        if let Some((type_, reason, message)) = outcome.event {
+            let mut reference = crate::controllers::events::reference("v1", "Pod", &pod.metadata);
+            reference.field_path = Some(format!("spec.containers{{{}}}", c.name));
+            crate::controllers::events::record(
+                &self.client,
+                reference,
+                type_,
+                reason,
+                &message,
+                "kubelet",
+            )
+            .await;
+        }
+        outcome.image
+    }
+
     fn backoff(&self, attempt: u32) -> Duration {
         self.backoff_base
             .saturating_mul(1u32 << attempt.min(16))
@@ -338,24 +371,11 @@ impl PodWorker {
         view: &mut ContainerView,
     ) -> Observed {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
-        let image = match self.runtime.image(image_name).await {
-            Ok(Some(i)) => i,
-            Ok(None) => {
-                return Observed::Waiting {
-                    reason: "ErrImagePull".into(),
-                    message: Some(format!(
-                        "image {image_name} is not in containerd's image store (pulling from registries is not implemented yet)"
-                    )),
-                };
-            }
-            Err(e) => {
-                return Observed::Waiting {
-                    reason: "ErrImagePull".into(),
-                    message: Some(format!("{e:#}")),
-                };
-            }
-        };
         let id = container_id(&uid, &c.name, attempt);
+        let image = match self.image_for(pod, c, image_name, &id).await {
+            Ok(i) => i,
+            Err(waiting) => return waiting,
+        };
         let log_dir = self.pod_log_dir(pod).join(&c.name);
         let log = log_dir.join(format!("{attempt}.log"));
         // Leaf cgroups runc removes with the container (no per-pod parent yet).

@@ -106,6 +106,16 @@ impl ContainerRuntime {
         })
     }
 
+    /// The gRPC channel to containerd (for calls beyond this type's own, such as exec).
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    /// The containerd namespace the pods' containers live in.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
     /// containerd's version; also the agent's health check of the runtime.
     pub async fn version(&self) -> Result<String> {
         let v = VersionClient::new(self.channel.clone())

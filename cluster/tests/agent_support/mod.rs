@@ -234,6 +234,17 @@ pub struct Agent {
 
 impl Agent {
     pub fn start(kubeconfig: &Path, containerd: &Containerd, name: &str, root_dir: &Path) -> Agent {
+        Agent::start_with(kubeconfig, containerd, name, root_dir, &[])
+    }
+
+    /// Like [`Agent::start`], with more command-line arguments.
+    pub fn start_with(
+        kubeconfig: &Path,
+        containerd: &Containerd,
+        name: &str,
+        root_dir: &Path,
+        extra: &[&str],
+    ) -> Agent {
         let log_path = root_dir.with_extension("log");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -250,7 +261,8 @@ impl Agent {
             .arg("--root-dir")
             .arg(root_dir)
             .args(["--crash-backoff-seconds", "1", "--node-label", "test=agent"])
-            .args(["--kubelet-port", "0"])
+            .args(["--kubelet-port", "0", "--image-pull-backoff-seconds", "1"])
+            .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)

@@ -1,0 +1,298 @@
+//! The node agent pulling images from a real registry (Debian's docker-registry on
+//! 127.0.0.1, images built by the test from busybox-static) into a real containerd, with a
+//! real `cluster server` and kubectl. Needs root and the Debian packages containerd, runc,
+//! busybox-static, docker-registry and kubectl.
+
+mod agent_support;
+#[path = "kubectl_support/mod.rs"]
+mod kubectl_support;
+mod support_images;
+
+use agent_support::{Agent, Containerd, wait_for};
+use kubectl_support::Server;
+use serde_json::Value;
+use support_images::{Registry, TestImage};
+
+const NODE: &str = "n1";
+
+pub struct Harness {
+    pub server: Server,
+    pub containerd: Containerd,
+    pub registry: Registry,
+    pub agent: Agent,
+    pub root: tempfile::TempDir,
+}
+
+impl Harness {
+    /// containerd, registry, API server and an agent whose registries config sends
+    /// `mirror.invalid` to the local registry.
+    pub fn start() -> Harness {
+        let containerd = Containerd::start();
+        let registry = Registry::start();
+        let server = Server::start();
+        let root = tempfile::tempdir().unwrap();
+        let registries = root.path().join("registries.yaml");
+        std::fs::write(
+            &registries,
+            format!(
+                "mirrors:\n  mirror.invalid:\n    endpoints: [\"http://{}\"]\n    skipFallback: true\n",
+                registry.host
+            ),
+        )
+        .unwrap();
+        let agent = Agent::start_with(
+            &server.kubeconfig,
+            &containerd,
+            NODE,
+            &root.path().join("agent"),
+            &["--registries-config", registries.to_str().unwrap()],
+        );
+        Harness {
+            server,
+            containerd,
+            registry,
+            agent,
+            root,
+        }
+    }
+
+    pub fn context(&self) -> String {
+        format!(
+            "agent log:\n{}\nregistry log (tail):\n{}",
+            self.agent.log(),
+            tail(&self.registry.log(), 20),
+        )
+    }
+
+    pub fn pod(&self, name: &str) -> Option<Value> {
+        let out = self.server.run(&["get", "pod", name, "-o", "json"]);
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).unwrap())
+    }
+
+    pub fn apply(&self, yaml: &str) {
+        self.server.ok_stdin(&["apply", "-f", "-"], yaml);
+    }
+
+    /// A pod with one container running `script` in `image`.
+    pub fn pod_yaml(name: &str, image: &str, policy: &str, restart: &str, script: &str) -> String {
+        format!(
+            "apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  nodeName: {NODE}
+  restartPolicy: {restart}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: {image}
+    imagePullPolicy: {policy}
+    command: [/bin/sh, -c, {script:?}]
+"
+        )
+    }
+
+    pub fn wait_pod(&self, name: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+        wait_for(
+            &format!("pod {name}: {what}"),
+            || {
+                format!(
+                    "pod: {:#}\n{}",
+                    self.pod(name).unwrap_or_default(),
+                    self.context()
+                )
+            },
+            || self.pod(name).filter(|p| check(p)),
+        )
+    }
+
+    /// Waits until the pod has finished (Succeeded or Failed).
+    pub fn wait_done(&self, name: &str) -> Value {
+        self.wait_pod(name, "finished", |p| {
+            matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))
+        })
+    }
+
+    /// The Events of pod `name`: (reason, message).
+    pub fn events(&self, name: &str) -> Vec<(String, String)> {
+        let out = self.server.ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            &format!("involvedObject.name={name}"),
+            "-o",
+            "json",
+        ]);
+        let v: Value = serde_json::from_str(&out).unwrap();
+        v["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                (
+                    e["reason"].as_str().unwrap_or("").to_string(),
+                    e["message"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    }
+}
+
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+fn waiting_reason(p: &Value) -> String {
+    p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+#[test]
+fn images_are_pulled_from_registries_following_the_pull_policy() {
+    let h = Harness::start();
+    let app = h.registry.push(&TestImage::new("app", "1"));
+    let mut multi = TestImage::new("multi", "1");
+    multi.index = true;
+    let multi = h.registry.push(&multi);
+    let latest = h.registry.push(&TestImage::new("app", "latest"));
+
+    h.apply(&Harness::pod_yaml(
+        "ok",
+        &app,
+        "IfNotPresent",
+        "Never",
+        "echo arch=$ARCH",
+    ));
+    h.apply(&Harness::pod_yaml(
+        "exits",
+        &app,
+        "IfNotPresent",
+        "Never",
+        "exit 3",
+    ));
+    h.apply(&Harness::pod_yaml(
+        "index",
+        &multi,
+        "Always",
+        "Never",
+        "echo arch=$ARCH",
+    ));
+    // No tag policy given: `:latest` defaults to Always.
+    let latest_yaml = Harness::pod_yaml("latest", &latest, "Always", "Never", "echo latest")
+        .replace("    imagePullPolicy: Always\n", "");
+    h.apply(&latest_yaml);
+    h.apply(&Harness::pod_yaml(
+        "mirrored",
+        "mirror.invalid/app:1",
+        "IfNotPresent",
+        "Never",
+        "echo mirrored",
+    ));
+    let absent = h.registry.image("absent", "1");
+    h.apply(&Harness::pod_yaml(
+        "absent",
+        &absent,
+        "IfNotPresent",
+        "Never",
+        "echo finally",
+    ));
+    h.apply(&Harness::pod_yaml(
+        "never",
+        &h.registry.image("nowhere", "1"),
+        "Never",
+        "Never",
+        "true",
+    ));
+
+    // Pulled and run to the end, with the right exit codes.
+    let p = h.wait_done("ok");
+    assert_eq!(p["status"]["phase"], "Succeeded", "{p:#}\n{}", h.context());
+    let cs = &p["status"]["containerStatuses"][0];
+    assert_eq!(cs["state"]["terminated"]["exitCode"], 0);
+    assert_eq!(cs["image"], app.as_str());
+    assert!(cs["imageID"].as_str().unwrap().starts_with("sha256:"));
+    assert_eq!(h.server.ok(&["logs", "ok"]).trim(), "arch=amd64");
+    let p = h.wait_done("exits");
+    assert_eq!(p["status"]["phase"], "Failed");
+    assert_eq!(
+        p["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"],
+        3
+    );
+    let reasons: Vec<String> = h.events("ok").into_iter().map(|(r, _)| r).collect();
+    assert!(
+        reasons.contains(&"Pulling".to_string()) || reasons.contains(&"Pulled".to_string()),
+        "events of pod ok: {reasons:?}"
+    );
+
+    // An index resolves to the linux/amd64 manifest; its imageID is the index digest.
+    let p = h.wait_done("index");
+    assert_eq!(p["status"]["phase"], "Succeeded", "{p:#}\n{}", h.context());
+    assert_eq!(h.server.ok(&["logs", "index"]).trim(), "arch=amd64");
+    let mut m = TestImage::new("multi", "1");
+    m.index = true;
+    assert_eq!(
+        p["status"]["containerStatuses"][0]["imageID"],
+        m.build().index_digest.as_str()
+    );
+
+    let p = h.wait_done("latest");
+    assert_eq!(p["status"]["phase"], "Succeeded", "{p:#}\n{}", h.context());
+
+    // mirror.invalid exists only as a mirror entry pointing at the local registry.
+    let p = h.wait_done("mirrored");
+    assert_eq!(p["status"]["phase"], "Succeeded", "{p:#}\n{}", h.context());
+    assert_eq!(h.server.ok(&["logs", "mirrored"]).trim(), "mirrored");
+
+    // containerd holds the images under their names, unpacked for overlayfs.
+    let images = h.containerd.lines(&["images", "ls", "-q"]);
+    for name in [&app, &multi, &latest, &"mirror.invalid/app:1".to_string()] {
+        assert!(images.contains(name), "{name} not in {images:?}");
+    }
+    let snaps = h
+        .containerd
+        .lines(&["snapshots", "--snapshotter", "overlayfs", "ls"]);
+    let diff_id = TestImage::new("app", "1").build().diff_id;
+    assert!(
+        snaps.iter().any(|s| s.starts_with(&diff_id)),
+        "no snapshot {diff_id}: {snaps:?}"
+    );
+
+    // Never with no local image: ErrImageNeverPull, nothing pulled.
+    let p = h.wait_pod("never", "ErrImageNeverPull", |p| {
+        waiting_reason(p) == "ErrImageNeverPull"
+    });
+    assert_eq!(p["status"]["phase"], "Pending");
+
+    // A missing image: the registry's own message, ErrImagePull then ImagePullBackOff.
+    let p = h.wait_pod("absent", "ImagePullBackOff", |p| {
+        waiting_reason(p) == "ImagePullBackOff"
+    });
+    let msg = p["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(msg.contains("manifest unknown"), "{msg}");
+    assert!(msg.contains(&absent), "{msg}");
+    let events = h.events("absent");
+    assert!(
+        events
+            .iter()
+            .any(|(r, m)| r == "Failed" && m.contains("manifest unknown")),
+        "events: {events:?}"
+    );
+    assert!(
+        events.iter().any(|(r, _)| r == "BackOff"),
+        "events: {events:?}"
+    );
+    // Retried with back-off: once the image exists, the pod runs.
+    h.registry.push(&TestImage::new("absent", "1"));
+    let p = h.wait_done("absent");
+    assert_eq!(p["status"]["phase"], "Succeeded", "{p:#}\n{}", h.context());
+    assert_eq!(h.server.ok(&["logs", "absent"]).trim(), "finally");
+}
