@@ -40,7 +40,27 @@ fn target_dir(workspace: &Path) -> PathBuf {
         .unwrap_or_else(|| workspace.join("target"))
 }
 
-/// Runs the release builds and returns the paths of the binaries.
+/// The host-target packages built in release, in ONE cargo invocation. Cargo unifies the
+/// features of shared dependencies per invocation, so building these in two invocations
+/// with different package sets compiles many dependencies twice; one set, built once,
+/// serves the image and the tools beside it. A caller that built exactly this set before
+/// (`cargo build --release -p machined -p cluster -p rosctl -p imager`) makes this build a
+/// no-op. Without the cluster role (the e2e image) the set is `machined` and `rosctl`.
+pub fn release_packages(with_cluster: bool) -> &'static [&'static str] {
+    if with_cluster {
+        &["machined", "cluster", "rosctl", "imager"]
+    } else {
+        &["machined", "rosctl"]
+    }
+}
+
+/// Where the release binaries of [`release_packages`] land.
+pub fn release_dir(workspace: &Path) -> PathBuf {
+    target_dir(workspace).join("release")
+}
+
+/// Runs the release builds and returns the paths of the binaries: the static init (its own
+/// target, so its dependencies never mix with the others'), then [`release_packages`].
 pub fn build(workspace: &Path, with_cluster: bool, log: &dyn Fn(&str)) -> Result<OurBinaries> {
     log("cargo build --release (static init)");
     let mut init = cargo(workspace)?;
@@ -55,20 +75,17 @@ pub fn build(workspace: &Path, with_cluster: bool, log: &dyn Fn(&str)) -> Result
     .env("RUSTFLAGS", "-C target-feature=+crt-static");
     tools::run(init).context("building init")?;
 
-    let mut packages = vec!["machined"];
-    if with_cluster {
-        packages.push("cluster");
-    }
+    let packages = release_packages(with_cluster);
     log(&format!(
         "cargo build --release -p {}",
         packages.join(" -p ")
     ));
     let mut rest = cargo(workspace)?;
     rest.args(["build", "--release"]);
-    for p in &packages {
+    for p in packages {
         rest.args(["-p", p]);
     }
-    tools::run(rest).context("building machined")?;
+    tools::run(rest).with_context(|| format!("building {}", packages.join(", ")))?;
 
     let target = target_dir(workspace);
     let binaries = OurBinaries {

@@ -13,6 +13,9 @@ use imager::progress::Progress;
 use imager::qemu::{Accel, Vm, VmSpec, accel, free_port};
 use sha2::{Digest, Sha256};
 
+pub mod node;
+pub mod rosctl;
+
 /// A directory with `kernel`, `initramfs` and `rootfs.sqsh`, used instead of building.
 pub const ENV_IMAGE: &str = "ROS_E2E_IMAGE";
 
@@ -66,6 +69,8 @@ pub fn image() -> Result<Image> {
 
     let workspace = workspace();
     let log = |line: &str| eprintln!("e2e: {line}");
+    // One release invocation builds machined and rosctl together (the tests drive nodes with
+    // that rosctl), so shared dependencies are compiled once, with one feature set.
     let ours = imager::cargo_build::build(&workspace, false, &log)?;
     let kernel = imager::fetch::cached_or_fetch(&workspace.join("_out/kernel"), &log)?;
     let config = ImageConfig::default();
@@ -92,6 +97,18 @@ pub fn image() -> Result<Image> {
     std::fs::write(&stamp, &key)?;
     eprint!("{}", built.report);
     Image::in_dir(&out)
+}
+
+/// The release `rosctl` built beside the image's binaries by [`image`].
+pub fn rosctl_bin() -> Result<PathBuf> {
+    let bin = imager::cargo_build::release_dir(&workspace()).join("rosctl");
+    if !bin.is_file() {
+        bail!(
+            "{} is missing (with ${ENV_IMAGE} set nothing is built: run `cargo build --release -p machined -p rosctl`)",
+            bin.display()
+        );
+    }
+    Ok(bin)
 }
 
 /// The raw disk image and the ISO made from `image`, rebuilt when the initramfs is newer.
