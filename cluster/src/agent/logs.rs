@@ -191,8 +191,14 @@ pub fn self_signed(names: Vec<String>) -> Result<rustls::ServerConfig> {
         .context("loading the log endpoint's certificate")
 }
 
-/// Serves the log endpoint on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, tls: rustls::ServerConfig, root: PathBuf) {
+/// Serves the log endpoint (and `/exec/...` through `exec`) on `listener` until the task is
+/// dropped.
+pub async fn serve(
+    listener: TcpListener,
+    tls: rustls::ServerConfig,
+    root: PathBuf,
+    exec: Arc<super::exec::ExecEndpoint>,
+) {
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
     let root = Arc::new(root);
     loop {
@@ -202,14 +208,18 @@ pub async fn serve(listener: TcpListener, tls: rustls::ServerConfig, root: PathB
         };
         let acceptor = acceptor.clone();
         let root = root.clone();
+        let exec = exec.clone();
         tokio::spawn(async move {
             let Ok(tls) = acceptor.accept(tcp).await else {
                 return;
             };
             let service = service_fn(move |req: Request<Incoming>| {
                 let root = root.clone();
+                let exec = exec.clone();
                 async move {
-                    let r = if req.method() == http::Method::GET {
+                    let r = if req.uri().path().starts_with("/exec/") {
+                        exec.handle(req).await
+                    } else if req.method() == http::Method::GET {
                         container_logs(&root, req.uri().path(), req.uri().query()).await
                     } else {
                         text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n".into())
@@ -218,7 +228,7 @@ pub async fn serve(listener: TcpListener, tls: rustls::ServerConfig, root: PathB
                 }
             });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tls), service)
+                .serve_connection_with_upgrades(TokioIo::new(tls), service)
                 .await;
         });
     }
@@ -259,12 +269,9 @@ impl rustls::client::danger::ServerCertVerifier for AnyServerCert {
     }
 }
 
-/// GETs `path_and_query` from a node's log endpoint; the status and the body as a stream.
-pub async fn fetch(
-    host: &str,
-    port: u16,
-    path_and_query: &str,
-) -> Result<(u16, mpsc::Receiver<Bytes>)> {
+/// A TLS connection to a node's kubelet port (the node's certificate is not verified, see
+/// the module comment).
+pub async fn connect(host: &str, port: u16) -> Result<tokio_rustls::client::TlsStream<TcpStream>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?
@@ -280,6 +287,16 @@ pub async fn fetch(
         .connect(name, tcp)
         .await
         .with_context(|| format!("TLS to the node agent at {host}:{port}"))?;
+    Ok(tls)
+}
+
+/// GETs `path_and_query` from a node's log endpoint; the status and the body as a stream.
+pub async fn fetch(
+    host: &str,
+    port: u16,
+    path_and_query: &str,
+) -> Result<(u16, mpsc::Receiver<Bytes>)> {
+    let tls = connect(host, port).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
         .context("HTTP to the node agent")?;

@@ -2,8 +2,9 @@
 //! pods bound to it through containerd.
 //!
 //! Not yet: projected
-//! volumes, probes, init containers, exec, pod network (containers share the node's network).
+//! volumes, probes, init containers, pod network (containers share the node's network).
 
+pub mod exec;
 pub mod images;
 pub mod logs;
 pub mod node;
@@ -113,7 +114,8 @@ pub async fn run(opts: Options) -> Result<()> {
         .with_context(|| format!("--kubelet-port: listening on {listen}"))?;
     let tls = logs::self_signed(vec![ip.clone(), name.clone()])?;
     let port = listener.local_addr()?.port();
-    let log_server = tokio::spawn(logs::serve(listener, tls, opts.root_dir.clone()));
+    let exec = std::sync::Arc::new(exec::ExecEndpoint::new(runtime.clone(), &opts.root_dir));
+    let log_server = tokio::spawn(logs::serve(listener, tls, opts.root_dir.clone(), exec));
     let agent = node::NodeAgent {
         client: client.clone(),
         name: name.clone(),

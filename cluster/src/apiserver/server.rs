@@ -175,6 +175,9 @@ async fn route(
         }
         return simple(target, &accept);
     };
+    if handlers::exec::is_streaming(&r) {
+        return handlers::exec::serve(api, &user, r, req).await;
+    }
     let watch = query.flag("watch");
     let attrs = Attributes {
         verb: verb(&method, r.name.is_some(), watch),

@@ -1,6 +1,7 @@
 //! Resource handlers: read (get, list), watch, write (create, update, patch, delete) and
 //! subresources. `dispatch` picks one from the method and the path's shape.
 
+pub mod exec;
 mod read;
 mod sub;
 mod watch;

@@ -1,0 +1,403 @@
+//! `kubectl exec` end to end: the real kubectl 1.32 -> `cluster server` (pods/exec over
+//! WebSocket) -> `cluster agent` -> a real containerd (task Exec) and back. Plus a TTY session
+//! with a resize, driven over the WebSocket directly (kubectl -t needs a terminal). Needs root
+//! and the Debian packages containerd, runc, busybox-static and kubectl.
+
+mod agent_support;
+#[path = "kubectl_support/mod.rs"]
+mod kubectl_support;
+
+use std::sync::Arc;
+
+use agent_support::{Agent, Containerd, IMAGE, wait_for};
+use futures_util::{SinkExt, StreamExt};
+use kubectl_support::Server;
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+const NODE: &str = "n1";
+
+struct Harness {
+    server: Server,
+    containerd: Containerd,
+    agent: Agent,
+    root: tempfile::TempDir,
+}
+
+impl Harness {
+    fn start() -> Harness {
+        let containerd = Containerd::start();
+        containerd.import_test_image();
+        let server = Server::start();
+        let root = tempfile::tempdir().unwrap();
+        let agent = Agent::start(
+            &server.kubeconfig,
+            &containerd,
+            NODE,
+            &root.path().join("agent"),
+        );
+        Harness {
+            server,
+            containerd,
+            agent,
+            root,
+        }
+    }
+
+    fn context(&self) -> String {
+        format!(
+            "agent log:\n{}\nserver log (tail):\n{}",
+            self.agent.log(),
+            tail(&self.server.log(), 30)
+        )
+    }
+
+    fn pod(&self, name: &str) -> Option<Value> {
+        let out = self.server.run(&["get", "pod", name, "-o", "json"]);
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).unwrap())
+    }
+
+    /// Runs kubectl; its exit code, stdout and stderr.
+    fn kubectl(&self, args: &[&str], stdin: &str) -> (i32, String, String) {
+        let out = self.server.run_stdin_pub(args, stdin);
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    }
+
+    /// kubectl that must succeed; its stdout.
+    fn ok(&self, args: &[&str], stdin: &str) -> String {
+        let (code, out, err) = self.kubectl(args, stdin);
+        assert_eq!(
+            code,
+            0,
+            "kubectl {args:?}\nstdout: {out}\nstderr: {err}\n{}",
+            self.context()
+        );
+        out
+    }
+
+    /// kubectl that must fail; its exit code and stderr.
+    fn fail(&self, args: &[&str]) -> (i32, String) {
+        let (code, out, err) = self.kubectl(args, "");
+        assert_ne!(code, 0, "kubectl {args:?} succeeded: {out}");
+        (code, err)
+    }
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+const PODS: &str = "apiVersion: v1
+kind: Pod
+metadata:
+  name: shell
+spec:
+  nodeName: n1
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: docker.io/library/testbox:1
+    command: [/bin/sleep, '1000']
+    workingDir: /tmp
+    env:
+    - {name: WHO, value: main}
+  - name: side
+    image: docker.io/library/testbox:1
+    command: [/bin/sleep, '1000']
+    env:
+    - {name: WHO, value: side}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: stuck
+spec:
+  nodeName: n1
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: docker.io/library/not-in-containerd:1
+    imagePullPolicy: Never
+";
+
+#[test]
+fn kubectl_exec_runs_commands_in_containers() {
+    assert_eq!(
+        IMAGE, "docker.io/library/testbox:1",
+        "PODS names the test image"
+    );
+    let h = Harness::start();
+    h.server.ok_stdin(&["apply", "-f", "-"], PODS);
+    wait_for(
+        "pod shell running with both containers",
+        || {
+            format!(
+                "pod: {:#}\n{}",
+                h.pod("shell").unwrap_or_default(),
+                h.context()
+            )
+        },
+        || {
+            let p = h.pod("shell")?;
+            let all = p["status"]["containerStatuses"].as_array()?;
+            (all.len() == 2 && all.iter().all(|c| c["state"]["running"].is_object())).then_some(())
+        },
+    );
+
+    // Output, the container's context (working dir, env), and the default container.
+    assert_eq!(
+        h.ok(&["exec", "shell", "-c", "main", "--", "echo", "hi"], ""),
+        "hi\n"
+    );
+    assert_eq!(
+        h.ok(
+            &[
+                "exec",
+                "shell",
+                "-c",
+                "main",
+                "--",
+                "sh",
+                "-c",
+                "pwd; echo $WHO"
+            ],
+            ""
+        ),
+        "/tmp\nmain\n"
+    );
+    assert_eq!(
+        h.ok(&["exec", "shell", "--", "sh", "-c", "echo $WHO"], ""),
+        "main\n"
+    );
+    // -c picks the container.
+    assert_eq!(
+        h.ok(
+            &["exec", "shell", "-c", "side", "--", "sh", "-c", "echo $WHO"],
+            ""
+        ),
+        "side\n"
+    );
+
+    // stdout and stderr stay apart; the exit code reaches kubectl's own.
+    let (code, out, err) = h.kubectl(
+        &[
+            "exec",
+            "shell",
+            "-c",
+            "main",
+            "--",
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 3",
+        ],
+        "",
+    );
+    assert_eq!((code, out.as_str()), (3, "out\n"), "stderr: {err}");
+    assert!(err.contains("err"), "{err}");
+    assert_eq!(
+        h.kubectl(&["exec", "shell", "-c", "main", "--", "false"], "")
+            .0,
+        1
+    );
+
+    // stdin, to EOF (v5's close message).
+    let data = "line one\nline two\n".repeat(2000);
+    assert_eq!(
+        h.ok(&["exec", "-i", "shell", "-c", "main", "--", "cat"], &data),
+        data
+    );
+    assert_eq!(
+        h.ok(
+            &[
+                "exec",
+                "-i",
+                "shell",
+                "-c",
+                "main",
+                "--",
+                "sh",
+                "-c",
+                "cat | busybox wc -l"
+            ],
+            "a\nb\nc\n"
+        )
+        .trim(),
+        "3"
+    );
+
+    // A command that does not exist: kubectl reports the runtime's error.
+    let (_, err) = h.fail(&["exec", "shell", "-c", "main", "--", "/no/such/command"]);
+    assert!(err.contains("/no/such/command"), "{err}");
+
+    // Errors: missing pod, missing container, a container that is not running.
+    let (_, err) = h.fail(&["exec", "missing", "--", "true"]);
+    assert!(
+        err.contains("pods \"missing\" not found") && err.contains("NotFound"),
+        "{err}"
+    );
+    let (_, err) = h.fail(&["exec", "shell", "-c", "nope", "--", "true"]);
+    assert!(
+        err.contains("container nope is not valid for pod shell"),
+        "{err}"
+    );
+    wait_for(
+        "pod stuck waiting",
+        || format!("pod: {:#}", h.pod("stuck").unwrap_or_default()),
+        || {
+            h.pod("stuck")?["status"]["containerStatuses"][0]["state"]["waiting"]
+                .is_object()
+                .then_some(())
+        },
+    );
+    let (_, err) = h.fail(&["exec", "stuck", "--", "true"]);
+    assert!(err.contains("container not running"), "{err}");
+
+    // A node may not exec into pods, not even its own.
+    // (KUBECONFIG is a colon-separated list: the file name must have none.)
+    let node = h.root.path().join("node.kubeconfig");
+    std::fs::rename(
+        h.server.kubeconfig_for("system:node:n1", &["system:nodes"]),
+        &node,
+    )
+    .unwrap();
+    let err = h
+        .server
+        .fail_with_kubeconfig(&node, &["exec", "shell", "-c", "main", "--", "true"]);
+    assert!(
+        err.contains("forbidden") || err.contains("Forbidden"),
+        "{err}"
+    );
+
+    // A terminal: resize, then the size and a pty inside, and the exit status.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (stdout, status) = rt.block_on(tty_session(&h.server.kubeconfig));
+    assert!(
+        stdout.contains("45 123"),
+        "stty size under the terminal: {stdout:?}"
+    );
+    assert!(stdout.contains("/dev/pts/"), "tty: {stdout:?}");
+    assert_eq!(status["reason"], "NonZeroExitCode", "{status}");
+    assert_eq!(status["details"]["causes"][0]["message"], "5", "{status}");
+
+    // Every exec's process and FIFOs are gone.
+    let exec_dir = h.root.path().join("agent/exec");
+    wait_for(
+        "exec directories removed",
+        || {
+            format!(
+                "left: {:?}",
+                std::fs::read_dir(&exec_dir).map(|d| d.count())
+            )
+        },
+        || {
+            std::fs::read_dir(&exec_dir)
+                .map(|mut d| d.next().is_none())
+                .unwrap_or(true)
+                .then_some(())
+        },
+    );
+    let tasks = h.containerd.lines(&["tasks", "ls"]);
+    assert!(!tasks.is_empty(), "containerd lists the pods' tasks");
+}
+
+/// The admin's TLS settings from the kubeconfig: server URL and a rustls client config.
+fn admin_tls(kubeconfig: &std::path::Path) -> (String, Arc<rustls::ClientConfig>) {
+    use base64::Engine;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let k: Value = serde_yaml_ng::from_str(&std::fs::read_to_string(kubeconfig).unwrap()).unwrap();
+    let b64 = |v: &Value| {
+        base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().unwrap())
+            .unwrap()
+    };
+    let cluster = &k["clusters"][0]["cluster"];
+    let user = &k["users"][0]["user"];
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(&b64(&cluster["certificate-authority-data"])) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(&b64(&user["client-certificate-data"]))
+            .map(|c| c.unwrap())
+            .collect();
+    let key = PrivateKeyDer::from_pem_slice(&b64(&user["client-key-data"])).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(certs, key)
+        .unwrap();
+    (
+        cluster["server"].as_str().unwrap().to_string(),
+        Arc::new(config),
+    )
+}
+
+/// An exec with a terminal over `v5.channel.k8s.io`: sets the size, lets the shell go on, and
+/// returns what the terminal showed and the final status.
+async fn tty_session(kubeconfig: &std::path::Path) -> (String, Value) {
+    let (server, tls) = admin_tls(kubeconfig);
+    let authority = server.trim_start_matches("https://").to_string();
+    let tcp = tokio::net::TcpStream::connect(&authority).await.unwrap();
+    let host = authority.rsplit_once(':').unwrap().0.to_string();
+    let name = rustls::pki_types::ServerName::try_from(host).unwrap();
+    let stream = tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let query = "command=sh&command=-c&command=read+go%3B+busybox+stty+size%3B+busybox+tty%3B+exit+5\
+                 &container=main&stdin=true&stdout=true&tty=true";
+    let url = format!("wss://{authority}/api/v1/namespaces/default/pods/shell/exec?{query}");
+    let mut request = url.into_client_request().unwrap();
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "v5.channel.k8s.io, v4.channel.k8s.io".parse().unwrap(),
+    );
+    let (mut ws, response) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .unwrap();
+    assert_eq!(
+        response.headers()["sec-websocket-protocol"],
+        "v5.channel.k8s.io"
+    );
+    let binary = |channel: u8, data: &[u8]| {
+        let mut m = vec![channel];
+        m.extend_from_slice(data);
+        Message::Binary(m.into())
+    };
+    ws.send(binary(4, br#"{"Width":123,"Height":45}"#))
+        .await
+        .unwrap();
+    ws.send(binary(0, b"go\n")).await.unwrap();
+    let mut stdout = Vec::new();
+    let mut status = Value::Null;
+    let read = async {
+        while let Some(m) = ws.next().await {
+            let Ok(Message::Binary(b)) = m else {
+                continue;
+            };
+            match b.split_first() {
+                Some((1, data)) => stdout.extend_from_slice(data),
+                Some((3, data)) => status = serde_json::from_slice(data).unwrap(),
+                _ => {}
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(60), read)
+        .await
+        .expect("the TTY session ends");
+    (String::from_utf8_lossy(&stdout).to_string(), status)
+}
