@@ -46,6 +46,10 @@ struct Args {
     /// on a node, 127.0.0.1:6443 in dev mode).
     #[arg(long, value_name = "ADDR")]
     cluster_listen: Option<SocketAddr>,
+    /// Dev mode: an extra argument for `cluster agent` (repeatable), e.g.
+    /// `--agent-arg=--kubelet-port=0`.
+    #[arg(long = "agent-arg", value_name = "ARG", allow_hyphen_values = true)]
+    agent_args: Vec<String>,
 }
 
 fn main() {
@@ -137,6 +141,7 @@ async fn run(args: Args, log: machined::logbuf::LogBuffer) -> anyhow::Result<()>
         programs: machined::cluster::Programs {
             cluster: args.cluster_bin.clone(),
             containerd: args.containerd_bin.clone(),
+            agent_args: if dev { args.agent_args.clone() } else { vec![] },
             server_listen: args.cluster_listen.unwrap_or_else(|| {
                 if dev {
                     "127.0.0.1:6443".parse().expect("addr")

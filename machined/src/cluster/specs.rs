@@ -20,6 +20,8 @@ pub struct Programs {
     pub containerd: String,
     /// Where `cluster server` listens (0.0.0.0:6443 on a node).
     pub server_listen: SocketAddr,
+    /// Extra `cluster agent` arguments (dev mode only).
+    pub agent_args: Vec<String>,
 }
 
 /// The host of an `https://host:port/...` URL.
@@ -253,6 +255,7 @@ pub fn agent(
             p(&paths.agent_root.join("registries.yaml")),
         ]);
     }
+    args.extend(programs.agent_args.iter().cloned());
     let mut depends_on = vec![CONTAINERD.to_string()];
     if on_control_plane {
         depends_on.push(SERVER.to_string());
@@ -296,6 +299,7 @@ mod tests {
             cluster: "/usr/bin/cluster".into(),
             containerd: "/usr/bin/containerd".into(),
             server_listen: "0.0.0.0:6443".parse().unwrap(),
+            agent_args: vec![],
         }
     }
 

@@ -83,7 +83,18 @@ impl Node {
 }
 
 impl Drop for Node {
+    /// SIGTERM first, so machined stops its services (and they their children); SIGKILL if it
+    /// has not exited within 15 s (its services then die with it: they have a parent-death
+    /// signal).
     fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        for _ in 0..300 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -99,10 +110,15 @@ pub struct Pki {
 
 impl Pki {
     pub fn generate() -> Pki {
+        Self::generate_for("https://127.0.0.1:6443")
+    }
+
+    /// With `endpoint` as cluster.controlPlane.endpoint.
+    pub fn generate_for(endpoint: &str) -> Pki {
         let secrets = Secrets::generate().expect("secrets");
         let generated = generate(&GenOptions {
             cluster_name: "test".into(),
-            endpoint: "https://127.0.0.1:6443".into(),
+            endpoint: endpoint.into(),
             secrets,
             patches: vec![],
             patches_control_plane: vec![],

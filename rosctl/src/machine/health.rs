@@ -98,7 +98,11 @@ fn error_text(e: kube::Error) -> String {
             let mut text = other.to_string();
             let mut source = std::error::Error::source(&other);
             while let Some(s) = source {
-                text = format!("{text}: {s}");
+                let part = s.to_string();
+                // hyper and kube repeat their sources' text in their own.
+                if !text.contains(&part) {
+                    text = format!("{text}: {part}");
+                }
                 source = s.source();
             }
             text
