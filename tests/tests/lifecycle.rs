@@ -168,11 +168,17 @@ fn apply_reboot_reset_on_a_disk() {
         })
         .unwrap();
     assert!(again.contains(HOSTNAME));
-    assert!(
-        vm.console().contains("disks: STATE: /dev/vda"),
-        "{}",
-        vm.console_tail(40)
-    );
+    let console = vm.console();
+    for (label, target) in [("STATE", "/system/state"), ("EPHEMERAL", "/var")] {
+        assert!(
+            console
+                .lines()
+                .any(|l| l.contains(&format!("disks: {label}: /dev/vda"))
+                    && l.contains(&format!("already mounted on {target}"))),
+            "the restarted machined did not find {label} mounted:\n{}",
+            vm.console_tail(60)
+        );
+    }
 
     ros.ok(&["reboot"]).unwrap();
     wait_rebooted(&mut vm, timeout);
