@@ -75,8 +75,10 @@ pub fn server_sans(cfg: &MachineConfig, hostname: &str) -> Vec<String> {
             .map(|a| a.split('/').next().unwrap_or(a).to_string()),
     );
     let mut seen = Vec::new();
+    // A name a certificate cannot carry (an unset hostname such as "(none)") is left out
+    // rather than making the server fail to start.
     sans.retain(|s| {
-        let new = !seen.contains(s);
+        let new = ros_config::syntax::is_san(s) && !seen.contains(s);
         seen.push(s.clone());
         new
     });
@@ -325,6 +327,11 @@ mod tests {
         assert_eq!(
             after(&s.args, "--tls-san"),
             ["10.5.0.2", "api.example.com", "cp-1"]
+        );
+        let unnamed = server(&cfg, &paths, &programs(), "(none)", true);
+        assert_eq!(
+            after(&unnamed.args, "--tls-san"),
+            ["10.5.0.2", "api.example.com"]
         );
         let hc = s.health.unwrap();
         assert_eq!(hc.url, "https://127.0.0.1:6443/readyz");
