@@ -296,3 +296,246 @@ fn images_are_pulled_from_registries_following_the_pull_policy() {
     assert_eq!(p["status"]["phase"], "Succeeded", "{p:#}\n{}", h.context());
     assert_eq!(h.server.ok(&["logs", "absent"]).trim(), "finally");
 }
+
+fn condition(p: &Value, type_: &str) -> String {
+    p["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == type_)
+        .and_then(|c| c["status"].as_str())
+        .unwrap_or("")
+        .to_string()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn init_containers_probes_env_and_security_context() {
+    let h = Harness::start();
+    let image = h.registry.push(&TestImage::new("tools", "1"));
+    // Probes and the test share this directory (hostPath): the test flips their results.
+    let gate = tempfile::tempdir().unwrap();
+    let gate_dir = gate.path().display().to_string();
+    let web_port = free_port();
+    let dead_port = free_port();
+    let yaml = format!(
+        "apiVersion: v1
+kind: Pod
+metadata:
+  name: init
+spec:
+  nodeName: {NODE}
+  restartPolicy: Never
+  volumes:
+  - {{name: shared, emptyDir: {{}}}}
+  initContainers:
+  - name: first
+    image: {image}
+    command: [/bin/sh, -c, 'echo first >> /shared/order']
+    volumeMounts: [{{name: shared, mountPath: /shared}}]
+  - name: second
+    image: {image}
+    command: [/bin/sh, -c, 'echo second >> /shared/order']
+    volumeMounts: [{{name: shared, mountPath: /shared}}]
+  containers:
+  - name: main
+    image: {image}
+    command: [/bin/sh, -c, 'cat /shared/order; echo $POD_NS/$POD_NAME/$POD_UID on $NODE at $POD_IP; id -u; grep CapBnd /proc/self/status; touch /x 2>/dev/null || echo read-only']
+    volumeMounts: [{{name: shared, mountPath: /shared}}]
+    env:
+    - {{name: POD_NS, valueFrom: {{fieldRef: {{fieldPath: metadata.namespace}}}}}}
+    - {{name: POD_NAME, valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}}}
+    - {{name: POD_UID, valueFrom: {{fieldRef: {{fieldPath: metadata.uid}}}}}}
+    - {{name: NODE, valueFrom: {{fieldRef: {{fieldPath: spec.nodeName}}}}}}
+    - {{name: POD_IP, valueFrom: {{fieldRef: {{fieldPath: status.podIP}}}}}}
+    securityContext:
+      runAsUser: 1000
+      readOnlyRootFilesystem: true
+      capabilities: {{drop: [ALL], add: [NET_ADMIN]}}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: init-fails
+spec:
+  nodeName: {NODE}
+  restartPolicy: Never
+  initContainers:
+  - {{name: bad, image: {image}, command: [/bin/sh, -c, 'exit 5']}}
+  containers:
+  - {{name: main, image: {image}, command: [/bin/sh, -c, 'echo never']}}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: init-retry
+spec:
+  nodeName: {NODE}
+  terminationGracePeriodSeconds: 1
+  volumes:
+  - {{name: shared, emptyDir: {{}}}}
+  initContainers:
+  - name: flaky
+    image: {image}
+    command: [/bin/sh, -c, 'test -f /shared/tried && exit 0; touch /shared/tried; exit 1']
+    volumeMounts: [{{name: shared, mountPath: /shared}}]
+  containers:
+  - {{name: main, image: {image}, command: [/bin/sh, -c, 'exec sleep 1000']}}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: ready
+spec:
+  nodeName: {NODE}
+  terminationGracePeriodSeconds: 1
+  volumes:
+  - {{name: gate, hostPath: {{path: {gate_dir}}}}}
+  containers:
+  - name: main
+    image: {image}
+    command: [/bin/sh, -c, 'exec sleep 1000']
+    volumeMounts: [{{name: gate, mountPath: /gate}}]
+    readinessProbe:
+      exec: {{command: [/bin/test, -f, /gate/ready]}}
+      periodSeconds: 1
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+spec:
+  nodeName: {NODE}
+  terminationGracePeriodSeconds: 1
+  volumes:
+  - {{name: gate, hostPath: {{path: {gate_dir}}}}}
+  containers:
+  - name: main
+    image: {image}
+    command: [/bin/httpd, -f, -p, '127.0.0.1:{web_port}', -h, /gate]
+    ports: [{{name: http, containerPort: {web_port}}}]
+    volumeMounts: [{{name: gate, mountPath: /gate}}]
+    startupProbe:
+      tcpSocket: {{port: http}}
+      periodSeconds: 1
+      failureThreshold: 30
+    readinessProbe:
+      httpGet: {{path: /web-ok, port: http}}
+      periodSeconds: 1
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: live
+spec:
+  nodeName: {NODE}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: {image}
+    command: [/bin/sh, -c, 'exec sleep 1000']
+    livenessProbe:
+      tcpSocket: {{port: {dead_port}}}
+      periodSeconds: 1
+      failureThreshold: 2
+"
+    );
+    h.apply(&yaml);
+
+    // Init containers ran in order before the app container; env from the pod's fields;
+    // securityContext applied.
+    let p = h.wait_done("init");
+    assert_eq!(p["status"]["phase"], "Succeeded", "{p:#}\n{}", h.context());
+    let inits = p["status"]["initContainerStatuses"].as_array().unwrap();
+    assert_eq!(inits.len(), 2);
+    for s in inits {
+        assert_eq!(s["state"]["terminated"]["exitCode"], 0, "{s:#}");
+    }
+    assert_eq!(condition(&p, "Initialized"), "True");
+    let uid = p["metadata"]["uid"].as_str().unwrap();
+    let logs = h.server.ok(&["logs", "init"]);
+    assert_eq!(
+        logs.lines().collect::<Vec<_>>(),
+        [
+            "first",
+            "second",
+            &format!("default/init/{uid} on {NODE} at 127.0.0.1"),
+            "1000",
+            "CapBnd:\t0000000000001000",
+            "read-only",
+        ],
+        "{logs}"
+    );
+    assert_eq!(h.server.ok(&["logs", "init", "-c", "first"]).trim(), "");
+
+    // A failed init container with restartPolicy Never fails the pod; main never starts.
+    let p = h.wait_done("init-fails");
+    assert_eq!(p["status"]["phase"], "Failed", "{p:#}");
+    assert_eq!(
+        p["status"]["initContainerStatuses"][0]["state"]["terminated"]["exitCode"],
+        5
+    );
+    assert_eq!(
+        p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"],
+        "PodInitializing"
+    );
+    assert_eq!(condition(&p, "Initialized"), "False");
+
+    // A failing init container is restarted (restartPolicy Always), then the pod runs.
+    let p = h.wait_pod("init-retry", "Running", |p| {
+        p["status"]["containerStatuses"][0]["state"]["running"].is_object()
+    });
+    assert_eq!(p["status"]["initContainerStatuses"][0]["restartCount"], 1);
+    assert_eq!(
+        p["status"]["initContainerStatuses"][0]["lastState"]["terminated"]["exitCode"],
+        1
+    );
+
+    // Readiness (exec): running but not Ready until the probe passes.
+    let p = h.wait_pod("ready", "running, probed", |p| {
+        p["status"]["containerStatuses"][0]["state"]["running"].is_object()
+            && p["status"]["containerStatuses"][0]["started"] == true
+    });
+    assert_eq!(condition(&p, "Ready"), "False", "{p:#}");
+    assert_eq!(p["status"]["containerStatuses"][0]["ready"], false);
+    // Startup (tcpSocket) passes once httpd listens; readiness (httpGet) fails with 404.
+    let p = h.wait_pod("web", "started", |p| {
+        p["status"]["containerStatuses"][0]["started"] == true
+    });
+    assert_eq!(p["status"]["containerStatuses"][0]["ready"], false, "{p:#}");
+    std::fs::write(gate.path().join("ready"), "").unwrap();
+    std::fs::write(gate.path().join("web-ok"), "ok").unwrap();
+    let p = h.wait_pod("ready", "Ready", |p| condition(p, "Ready") == "True");
+    assert_eq!(p["status"]["containerStatuses"][0]["ready"], true);
+    assert_eq!(p["status"]["containerStatuses"][0]["restartCount"], 0);
+    h.wait_pod("web", "Ready", |p| condition(p, "Ready") == "True");
+    // ... and back to not Ready when it fails again.
+    std::fs::remove_file(gate.path().join("ready")).unwrap();
+    h.wait_pod("ready", "not Ready", |p| condition(p, "Ready") == "False");
+
+    // Liveness (tcpSocket to a closed port): the container is killed and restarted.
+    let p = h.wait_pod("live", "restarted", |p| {
+        p["status"]["containerStatuses"][0]["restartCount"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1
+    });
+    assert_eq!(
+        p["status"]["containerStatuses"][0]["lastState"]["terminated"]["exitCode"], 137,
+        "{p:#}"
+    );
+    let events = h.events("live");
+    assert!(
+        events
+            .iter()
+            .any(|(r, m)| r == "Killing" && m.contains("Liveness probe failed")),
+        "{events:?}"
+    );
+}

@@ -9,6 +9,7 @@ pub mod images;
 pub mod logs;
 pub mod node;
 pub mod pods;
+pub mod probes;
 pub mod runtime;
 pub mod spec;
 pub mod status;
@@ -151,8 +152,10 @@ pub async fn run(opts: Options) -> Result<()> {
         &opts.snapshotter,
         Duration::from_secs(opts.image_pull_backoff_seconds.max(1)),
     );
+    let probes = probes::Probes::new(runtime.clone());
     let worker = pods::PodWorker {
         images,
+        probes,
         client,
         runtime,
         node_name: name,

@@ -18,9 +18,10 @@ use serde_json::json;
 use tokio::sync::Notify;
 
 use super::images::{self, Images};
+use super::probes::Probes;
 use super::runtime::{self, ContainerRuntime, PodContainer, TaskState};
 use super::spec;
-use super::status::{self, ContainerView, Observed};
+use super::status::{self, ContainerView, Init, Observed};
 use super::volumes;
 
 const SIGTERM: u32 = 15;
@@ -32,6 +33,8 @@ pub struct PodWorker {
     pub runtime: ContainerRuntime,
     /// Pulls the containers' images (`imagePullPolicy`, registries config).
     pub images: Images,
+    /// Startup, liveness and readiness probes of running containers.
+    pub probes: Probes,
     pub node_name: String,
     pub host_ip: String,
     pub root_dir: PathBuf,
@@ -75,6 +78,7 @@ impl PodWorker {
             tokio::select! {
                 _ = changed.notified() => {}
                 _ = self.images.wake.notified() => {}
+                _ = self.probes.wake.notified() => {}
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }
@@ -82,7 +86,11 @@ impl PodWorker {
 
     async fn sync(&mut self, pods: &Store<Pod>) -> Result<()> {
         let mut by_pod: BTreeMap<String, Vec<PodContainer>> = BTreeMap::new();
-        for c in self.runtime.list().await? {
+        let listed = self.runtime.list().await?;
+        // Probes stop with their container (a new attempt gets new ones).
+        self.probes
+            .retain(&listed.iter().map(|c| c.id.clone()).collect());
+        for c in listed {
             by_pod.entry(c.pod_uid.clone()).or_default().push(c);
         }
         for list in by_pod.values_mut() {
@@ -197,13 +205,19 @@ impl PodWorker {
             .restart_policy
             .clone()
             .unwrap_or_else(|| "Always".to_string());
+        let (init_views, init) = self.sync_init_containers(pod, containers, &policy).await?;
         let mut views = Vec::new();
         for c in &spec.containers {
+            if init != Init::Done {
+                let image = normalize_image(c.image.as_deref().unwrap_or(""));
+                views.push(ContainerView::waiting(&c.name, &image, "PodInitializing"));
+                continue;
+            }
             let attempts: Vec<&PodContainer> =
                 containers.iter().filter(|x| x.name == c.name).collect();
             views.push(self.sync_container(pod, c, &attempts, &policy).await?);
         }
-        let want = status::pod_status(pod, &views, &self.host_ip);
+        let want = status::pod_status(pod, &init_views, init, &views, &self.host_ip);
         let old = serde_json::to_value(pod.status.clone().unwrap_or_default())?;
         let new = serde_json::to_value(&want)?;
         if old != new {
@@ -231,18 +245,7 @@ impl PodWorker {
         policy: &str,
     ) -> Result<ContainerView> {
         let image = normalize_image(c.image.as_deref().unwrap_or(""));
-        let mut view = ContainerView {
-            name: c.name.clone(),
-            image: image.clone(),
-            image_id: String::new(),
-            container_id: None,
-            restart_count: 0,
-            state: Observed::Waiting {
-                reason: "ContainerCreating".into(),
-                message: None,
-            },
-            last: None,
-        };
+        let mut view = ContainerView::waiting(&c.name, &image, "ContainerCreating");
         let Some(latest) = attempts.last() else {
             view.state = self.start(pod, c, &image, 0, &mut view).await;
             return Ok(view);
@@ -264,7 +267,8 @@ impl PodWorker {
             TaskState::Running => {
                 view.state = Observed::Running {
                     started_at: latest.created_at,
-                }
+                };
+                self.probe(pod, c, &latest.id, &mut view).await?;
             }
             TaskState::Missing | TaskState::Created => {
                 // Left half-made (agent stopped between create and start): make it again.
@@ -343,6 +347,82 @@ impl PodWorker {
             .await;
         }
         outcome.image
+    }
+
+    /// Runs the init containers in order (each after the previous one exited 0; a failed
+    /// one restarts unless restartPolicy is Never); their views and how far they got.
+    async fn sync_init_containers(
+        &mut self,
+        pod: &Pod,
+        containers: &[PodContainer],
+        policy: &str,
+    ) -> Result<(Vec<ContainerView>, Init)> {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let init_policy = if policy == "Never" {
+            "Never"
+        } else {
+            "OnFailure"
+        };
+        let mut views = Vec::new();
+        let mut init = Init::Done;
+        for c in spec.init_containers.iter().flatten() {
+            if init != Init::Done {
+                let image = normalize_image(c.image.as_deref().unwrap_or(""));
+                views.push(ContainerView::waiting(&c.name, &image, "PodInitializing"));
+                continue;
+            }
+            let attempts: Vec<&PodContainer> =
+                containers.iter().filter(|x| x.name == c.name).collect();
+            let mut view = self.sync_container(pod, c, &attempts, init_policy).await?;
+            // An init container is ready once it has completed.
+            let done = matches!(view.state, Observed::Terminated { exit_code: 0, .. });
+            view.ready = done;
+            view.started = matches!(view.state, Observed::Running { .. });
+            init = match &view.state {
+                _ if done => Init::Done,
+                Observed::Terminated { .. } if init_policy == "Never" => Init::Failed,
+                _ => Init::Running,
+            };
+            views.push(view);
+        }
+        Ok((views, init))
+    }
+
+    /// Applies the probes of running container `id` to `view`; a failed liveness or
+    /// startup probe kills the container (its restart policy then applies).
+    async fn probe(
+        &self,
+        pod: &Pod,
+        c: &Container,
+        id: &str,
+        view: &mut ContainerView,
+    ) -> Result<()> {
+        let ip = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.clone())
+            .unwrap_or_else(|| self.host_ip.clone());
+        let found = self.probes.observe(id, c, &ip);
+        view.started = found.started;
+        view.ready = found.started && found.ready;
+        if let Some(why) = found.failed {
+            tracing::info!(pod = pod.metadata.name.as_deref().unwrap_or(""), container = %c.name, %why, "killing container");
+            let mut reference = crate::controllers::events::reference("v1", "Pod", &pod.metadata);
+            reference.field_path = Some(format!("spec.containers{{{}}}", c.name));
+            let message = format!("Container {} {why}, will be restarted", c.name);
+            crate::controllers::events::record(
+                &self.client,
+                reference,
+                "Normal",
+                "Killing",
+                &message,
+                "kubelet",
+            )
+            .await;
+            self.runtime.kill(id, SIGKILL).await?;
+            view.ready = false;
+        }
+        Ok(())
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
@@ -428,6 +508,10 @@ impl PodWorker {
             Ok(()) => {
                 tracing::info!(pod = pod.metadata.name.as_deref().unwrap_or(""), container = %c.name, attempt, %id, "started container");
                 view.container_id = Some(format!("containerd://{id}"));
+                // Without probes it is started and ready at once; with them, the next sync says.
+                view.started = c.startup_probe.is_none();
+                view.ready =
+                    view.started && c.readiness_probe.is_none() && c.liveness_probe.is_none();
                 Observed::Running {
                     started_at: Some(
                         jiff::Timestamp::new(jiff::Timestamp::now().as_second(), 0)

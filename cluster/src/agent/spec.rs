@@ -138,6 +138,100 @@ pub fn resources(c: &Container) -> Value {
     out
 }
 
+/// Every capability the kernel knows (a privileged container gets them all).
+const ALL_CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+/// The container's capabilities: the default set, minus `drop` (`ALL` drops every one),
+/// plus `add`; all of them when privileged. Names may omit the `CAP_` prefix.
+pub fn capabilities(
+    sc: Option<&k8s_openapi::api::core::v1::SecurityContext>,
+    privileged: bool,
+) -> Vec<String> {
+    if privileged {
+        return ALL_CAPS.iter().map(|c| c.to_string()).collect();
+    }
+    let norm = |c: &String| {
+        let c = c.to_ascii_uppercase();
+        if c.starts_with("CAP_") {
+            c
+        } else {
+            format!("CAP_{c}")
+        }
+    };
+    let caps = sc.and_then(|s| s.capabilities.as_ref());
+    let drop: Vec<String> = caps
+        .and_then(|c| c.drop.as_ref())
+        .into_iter()
+        .flatten()
+        .map(norm)
+        .collect();
+    let mut out: Vec<String> = if drop.iter().any(|d| d == "CAP_ALL") {
+        Vec::new()
+    } else {
+        DEFAULT_CAPS
+            .iter()
+            .map(|c| c.to_string())
+            .filter(|c| !drop.contains(c))
+            .collect()
+    };
+    for add in caps
+        .and_then(|c| c.add.as_ref())
+        .into_iter()
+        .flatten()
+        .map(norm)
+    {
+        if add == "CAP_ALL" {
+            return ALL_CAPS.iter().map(|c| c.to_string()).collect();
+        }
+        if !out.contains(&add) {
+            out.push(add);
+        }
+    }
+    out
+}
+
 /// The whole runtime spec of container `c` of `pod`, whose cgroup is `cgroup_path`.
 pub fn runtime_spec(
     pod: &Pod,
@@ -165,7 +259,7 @@ pub fn runtime_spec(
         .or(pod_sc.and_then(|s| s.run_as_group))
         .unwrap_or(0);
     let privileged = sc.and_then(|s| s.privileged).unwrap_or(false);
-    let caps: Vec<&str> = DEFAULT_CAPS.to_vec();
+    let caps = capabilities(sc, privileged);
     let hostname = pod.metadata.name.clone().unwrap_or_default();
     let mut spec = json!({
         "ociVersion": "1.0.2",
@@ -261,6 +355,27 @@ mod tests {
             env(&pod, &c, &img, "10.0.0.1", &RefEnv::default()),
             ["HOME=/", "PATH=/x", "POD=p"]
         );
+    }
+
+    #[test]
+    fn capabilities_add_and_drop() {
+        let sc = |v: Value| -> k8s_openapi::api::core::v1::SecurityContext {
+            serde_json::from_value(v).unwrap()
+        };
+        let c = capabilities(
+            Some(&sc(
+                json!({"capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN"]}}),
+            )),
+            false,
+        );
+        assert_eq!(c, ["CAP_NET_ADMIN"]);
+        let c = capabilities(
+            Some(&sc(json!({"capabilities": {"drop": ["NET_RAW"]}}))),
+            false,
+        );
+        assert!(!c.contains(&"CAP_NET_RAW".to_string()));
+        assert!(c.contains(&"CAP_CHOWN".to_string()));
+        assert_eq!(capabilities(None, true).len(), ALL_CAPS.len());
     }
 
     #[test]

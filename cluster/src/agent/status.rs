@@ -34,6 +34,40 @@ pub struct ContainerView {
     pub state: Observed,
     /// The previous attempt's end, when there was one.
     pub last: Option<Observed>,
+    /// Passed its startup probe (or has none) while running.
+    pub started: bool,
+    /// Passes its readiness probe (or has none) while running and started.
+    pub ready: bool,
+}
+
+impl ContainerView {
+    /// A container not started yet, waiting for `reason`.
+    pub fn waiting(name: &str, image: &str, reason: &str) -> ContainerView {
+        ContainerView {
+            name: name.to_string(),
+            image: image.to_string(),
+            image_id: String::new(),
+            container_id: None,
+            restart_count: 0,
+            state: Observed::Waiting {
+                reason: reason.to_string(),
+                message: None,
+            },
+            last: None,
+            started: false,
+            ready: false,
+        }
+    }
+}
+
+/// How far the pod's init containers got.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Init {
+    /// Every init container exited 0 (or there are none).
+    Done,
+    Running,
+    /// An init container failed and will not be restarted (restartPolicy Never).
+    Failed,
 }
 
 fn time(t: &Option<jiff::Timestamp>) -> Value {
@@ -108,18 +142,29 @@ pub fn phase(views: &[ContainerView], restart_policy: &str) -> &'static str {
 }
 
 /// The status the agent wants on `pod`; transition times of unchanged conditions are kept.
-pub fn pod_status(pod: &Pod, views: &[ContainerView], host_ip: &str) -> PodStatus {
+pub fn pod_status(
+    pod: &Pod,
+    init_views: &[ContainerView],
+    init: Init,
+    views: &[ContainerView],
+    host_ip: &str,
+) -> PodStatus {
     let old = pod.status.clone().unwrap_or_default();
     let restart_policy = pod
         .spec
         .as_ref()
         .and_then(|s| s.restart_policy.clone())
         .unwrap_or_else(|| "Always".to_string());
-    let phase = phase(views, &restart_policy);
-    let all_ready = !views.is_empty()
+    let phase = match init {
+        Init::Done => phase(views, &restart_policy),
+        Init::Running => "Pending",
+        Init::Failed => "Failed",
+    };
+    let all_ready = init == Init::Done
+        && !views.is_empty()
         && views
             .iter()
-            .all(|v| matches!(v.state, Observed::Running { .. }));
+            .all(|v| v.ready && matches!(v.state, Observed::Running { .. }));
     let done = matches!(phase, "Succeeded" | "Failed");
     let now = jiff::Timestamp::now().to_string();
     let condition = |type_: &str, ok: bool, reason: Option<&str>| {
@@ -138,27 +183,26 @@ pub fn pod_status(pod: &Pod, views: &[ContainerView], host_ip: &str) -> PodStatu
         }
         c
     };
-    let statuses: Vec<Value> = views
-        .iter()
-        .map(|v| {
-            let mut s = json!({
-                "name": v.name,
-                "image": v.image,
-                "imageID": v.image_id,
-                "ready": matches!(v.state, Observed::Running { .. }),
-                "started": matches!(v.state, Observed::Running { .. }),
-                "restartCount": v.restart_count,
-                "state": state_json(&v.state, &v.container_id),
-            });
-            if let Some(id) = &v.container_id {
-                s["containerID"] = json!(id);
-            }
-            if let Some(last) = &v.last {
-                s["lastState"] = state_json(last, &None);
-            }
-            s
-        })
-        .collect();
+    let to_json = |v: &ContainerView| {
+        let mut s = json!({
+            "name": v.name,
+            "image": v.image,
+            "imageID": v.image_id,
+            "ready": v.ready && matches!(v.state, Observed::Running { .. }),
+            "started": v.started && matches!(v.state, Observed::Running { .. }),
+            "restartCount": v.restart_count,
+            "state": state_json(&v.state, &v.container_id),
+        });
+        if let Some(id) = &v.container_id {
+            s["containerID"] = json!(id);
+        }
+        if let Some(last) = &v.last {
+            s["lastState"] = state_json(last, &None);
+        }
+        s
+    };
+    let statuses: Vec<Value> = views.iter().map(to_json).collect();
+    let init_statuses: Vec<Value> = init_views.iter().map(to_json).collect();
     let start_time = old
         .start_time
         .as_ref()
@@ -166,10 +210,12 @@ pub fn pod_status(pod: &Pod, views: &[ContainerView], host_ip: &str) -> PodStatu
         .unwrap_or_else(|| now.clone());
     let not_ready = if done {
         "PodCompleted"
+    } else if init != Init::Done {
+        "ContainersNotInitialized"
     } else {
         "ContainersNotReady"
     };
-    let v = json!({
+    let mut v = json!({
         "phase": phase,
         "hostIP": host_ip,
         "hostIPs": [{"ip": host_ip}],
@@ -179,13 +225,16 @@ pub fn pod_status(pod: &Pod, views: &[ContainerView], host_ip: &str) -> PodStatu
         "qosClass": old.qos_class,
         "conditions": [
             condition("PodReadyToStartContainers", true, None),
-            condition("Initialized", true, None),
+            condition("Initialized", init == Init::Done, Some("ContainersNotInitialized")),
             condition("Ready", all_ready, Some(not_ready)),
             condition("ContainersReady", all_ready, Some(not_ready)),
             condition("PodScheduled", true, None),
         ],
         "containerStatuses": statuses,
     });
+    if !init_views.is_empty() {
+        v["initContainerStatuses"] = json!(init_statuses);
+    }
     serde_json::from_value(v).unwrap_or(old)
 }
 
@@ -202,6 +251,8 @@ mod tests {
             restart_count: restarts,
             state,
             last: None,
+            started: true,
+            ready: true,
         }
     }
 

@@ -47,6 +47,8 @@ fn is_loopback(host: &str) -> bool {
 /// The endpoints for `image` in the order they are tried: mirrors, then the registry
 /// itself unless a mirror entry says `skipFallback`.
 pub fn endpoints(registries: &Registries, image: &str) -> Result<Vec<Endpoint>> {
+    // reqwest (under oci-client) takes the process-wide rustls provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let reference: Reference = image
         .parse()
         .with_context(|| format!("image {image:?}: not a valid reference"))?;
