@@ -290,6 +290,27 @@ fn kubectl_exec_runs_commands_in_containers() {
     assert_eq!(status["reason"], "NonZeroExitCode", "{status}");
     assert_eq!(status["details"]["causes"][0]["message"], "5", "{status}");
 
+    // The node's exec endpoint itself only lets the API server in.
+    let port: u16 = h
+        .server
+        .ok(&[
+            "get",
+            "node",
+            NODE,
+            "-o",
+            "jsonpath={.status.daemonEndpoints.kubeletEndpoint.Port}",
+        ])
+        .trim()
+        .parse()
+        .unwrap();
+    let refused = rt.block_on(exec_on_node_without_certificate(port));
+    assert_eq!(refused.0, 403, "{}", refused.1);
+    assert!(
+        refused.1.contains("only to the API server"),
+        "{}",
+        refused.1
+    );
+
     // Every exec's process and FIFOs are gone.
     let exec_dir = h.root.path().join("agent/exec");
     wait_for(
@@ -400,4 +421,78 @@ async fn tty_session(kubeconfig: &std::path::Path) -> (String, Value) {
         .await
         .expect("the TTY session ends");
     (String::from_utf8_lossy(&stdout).to_string(), status)
+}
+
+/// Trusts any server certificate (the agent's is self-signed), for the refusal check only.
+#[derive(Debug)]
+struct AnyServer(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyServer {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &rustls::pki_types::CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &rustls::pki_types::CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A WebSocket exec request straight to the agent's kubelet port with no client certificate;
+/// the HTTP status and body of the refusal.
+async fn exec_on_node_without_certificate(port: u16) -> (u16, String) {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyServer(provider)))
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let url =
+        format!("wss://127.0.0.1:{port}/exec/default/shell/any/main?command=true&stdout=true");
+    let mut request = url.into_client_request().unwrap();
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "v5.channel.k8s.io".parse().unwrap(),
+    );
+    match tokio_tungstenite::client_async(request, stream).await {
+        Ok(_) => (
+            101,
+            "the node accepted an exec without a certificate".into(),
+        ),
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => (
+            r.status().as_u16(),
+            String::from_utf8_lossy(r.body().as_deref().unwrap_or_default()).to_string(),
+        ),
+        Err(e) => (0, e.to_string()),
+    }
 }

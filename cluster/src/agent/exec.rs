@@ -5,6 +5,7 @@
 //! Kubernetes' channel framing ([`channels`]) and the session ends with the exit status on the
 //! error stream.
 
+pub mod auth;
 pub mod channels;
 pub mod process;
 
@@ -86,8 +87,19 @@ impl ExecEndpoint {
     }
 
     /// Answers one request for `/exec/...`: an error, or `101 Switching Protocols` with the
-    /// session running on the upgraded connection.
-    pub async fn handle(&self, mut req: Request<Incoming>) -> Response<ChannelBody> {
+    /// session running on the upgraded connection. `authorized`: the connection brought the
+    /// API server's certificate ([`auth::may_exec`]).
+    pub async fn handle(
+        &self,
+        mut req: Request<Incoming>,
+        authorized: bool,
+    ) -> Response<ChannelBody> {
+        if !authorized {
+            return plain(
+                StatusCode::FORBIDDEN,
+                "exec on this node is open only to the API server (a client certificate from the cluster CA in system:masters)\n".into(),
+            );
+        }
         let path = req.uri().path().to_string();
         let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         let ["exec", _ns, pod, uid, container] = parts.as_slice() else {

@@ -179,14 +179,24 @@ async fn follow_file(file: &Path, mut offset: u64, tx: &mpsc::Sender<Bytes>) {
 }
 
 /// A TLS config with a fresh self-signed certificate for the node's names.
-pub fn self_signed(names: Vec<String>) -> Result<rustls::ServerConfig> {
+/// Client certificates are optional; those that come are verified against `client_ca` (the
+/// API server's, which exec requires; see [`super::exec::auth`]).
+pub fn self_signed(
+    names: Vec<String>,
+    client_ca: &[CertificateDer<'static>],
+) -> Result<rustls::ServerConfig> {
     let ck = rcgen::generate_simple_self_signed(names)
         .context("making the log endpoint's certificate")?;
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der()));
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
+    let builder = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?;
+    let builder = if client_ca.is_empty() {
+        builder.with_no_client_auth()
+    } else {
+        builder.with_client_cert_verifier(super::exec::auth::client_verifier(client_ca)?)
+    };
+    builder
         .with_single_cert(vec![ck.cert.der().clone()], key)
         .context("loading the log endpoint's certificate")
 }
@@ -213,12 +223,15 @@ pub async fn serve(
             let Ok(tls) = acceptor.accept(tcp).await else {
                 return;
             };
+            let may_exec = super::exec::auth::may_exec(
+                tls.get_ref().1.peer_certificates().and_then(|c| c.first()),
+            );
             let service = service_fn(move |req: Request<Incoming>| {
                 let root = root.clone();
                 let exec = exec.clone();
                 async move {
                     let r = if req.uri().path().starts_with("/exec/") {
-                        exec.handle(req).await
+                        exec.handle(req, may_exec).await
                     } else if req.method() == http::Method::GET {
                         container_logs(&root, req.uri().path(), req.uri().query()).await
                     } else {
@@ -271,13 +284,23 @@ impl rustls::client::danger::ServerCertVerifier for AnyServerCert {
 
 /// A TLS connection to a node's kubelet port (the node's certificate is not verified, see
 /// the module comment).
-pub async fn connect(host: &str, port: u16) -> Result<tokio_rustls::client::TlsStream<TcpStream>> {
+/// `identity`: a client certificate chain and key to present.
+pub async fn connect(
+    host: &str,
+    port: u16,
+    identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyServerCert(provider)))
-        .with_no_client_auth();
+        .with_custom_certificate_verifier(Arc::new(AnyServerCert(provider)));
+    let config = match identity {
+        Some((chain, key)) => builder
+            .with_client_auth_cert(chain, key)
+            .context("the client certificate for the node agent")?,
+        None => builder.with_no_client_auth(),
+    };
     let tcp = TcpStream::connect((host, port))
         .await
         .with_context(|| format!("connecting to the node agent at {host}:{port}"))?;
@@ -296,7 +319,7 @@ pub async fn fetch(
     port: u16,
     path_and_query: &str,
 ) -> Result<(u16, mpsc::Receiver<Bytes>)> {
-    let tls = connect(host, port).await?;
+    let tls = connect(host, port, None).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
         .context("HTTP to the node agent")?;

@@ -113,7 +113,8 @@ pub async fn run(opts: Options) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("--kubelet-port: listening on {listen}"))?;
-    let tls = logs::self_signed(vec![ip.clone(), name.clone()])?;
+    let cluster_ca = exec::auth::cluster_ca(&opts.kubeconfig).await?;
+    let tls = logs::self_signed(vec![ip.clone(), name.clone()], &cluster_ca)?;
     let port = listener.local_addr()?.port();
     let exec = std::sync::Arc::new(exec::ExecEndpoint::new(runtime.clone(), &opts.root_dir));
     let log_server = tokio::spawn(logs::serve(listener, tls, opts.root_dir.clone(), exec));

@@ -66,6 +66,8 @@ pub struct ApiServer {
     service_ips: ipalloc::ServiceIps,
     ns_kick: Notify,
     event_lease: Mutex<Option<(Instant, i64)>>,
+    /// The certificate and key (PEM) this server presents to node agents for exec.
+    node_client: std::sync::OnceLock<(String, String)>,
 }
 
 impl ApiServer {
@@ -82,6 +84,7 @@ impl ApiServer {
             service_ips: ipalloc::ServiceIps::new(service_cidr),
             ns_kick: Notify::new(),
             event_lease: Mutex::new(None),
+            node_client: std::sync::OnceLock::new(),
         }
     }
 
@@ -178,6 +181,11 @@ pub async fn start(opts: Options, store: Arc<dyn Store>) -> Result<Running> {
         pki.ca_cert.clone(),
         signer,
     ));
+    let _ = api.node_client.set(pki::issue_client_with(
+        &pki,
+        crate::agent::exec::auth::API_SERVER_CLIENT,
+        &[pki::ADMIN_GROUP],
+    )?);
     namespaces::bootstrap(&api, addr.port())
         .await
         .map_err(|e| anyhow::anyhow!("bootstrapping namespaces: {}", e.message))?;

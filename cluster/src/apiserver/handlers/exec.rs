@@ -153,6 +153,27 @@ async fn kubelet_address(api: &ApiServer, node_name: &str) -> ApiResult<(String,
     Ok((ip, port))
 }
 
+/// The certificate chain and key the API server presents to node agents.
+fn node_client(
+    api: &ApiServer,
+) -> ApiResult<(
+    Vec<rustls::pki_types::CertificateDer<'static>>,
+    rustls::pki_types::PrivateKeyDer<'static>,
+)> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let (cert, key) = api
+        .node_client
+        .get()
+        .ok_or_else(|| ApiError::internal("the API server has no client certificate for nodes"))?;
+    let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ApiError::internal(format!("the node client certificate: {e}")))?;
+    let key = PrivateKeyDer::from_pem_slice(key.as_bytes())
+        .map_err(|e| ApiError::internal(format!("the node client key: {e}")))?;
+    Ok((chain, key))
+}
+
 fn header_str(req: &Request<Incoming>, name: header::HeaderName) -> String {
     req.headers()
         .get(name)
@@ -269,7 +290,7 @@ pub async fn serve(
     let unavailable = |e: &dyn std::fmt::Display| {
         ApiError::unavailable(format!("exec on node {node_name} ({ip}:{port}): {e}"))
     };
-    let tls = crate::agent::logs::connect(&ip, port)
+    let tls = crate::agent::logs::connect(&ip, port, Some(node_client(&api)?))
         .await
         .map_err(|e| unavailable(&format!("{e:#}")))?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
@@ -301,7 +322,9 @@ pub async fn serve(
             .map(|b| b.to_bytes())
             .unwrap_or_default();
         let msg = String::from_utf8_lossy(&body).trim().to_string();
-        return Err(if code.is_client_error() {
+        return Err(if matches!(code.as_u16(), 401 | 403) {
+            ApiError::internal(format!("node {node_name} refused the API server: {msg}"))
+        } else if code.is_client_error() {
             ApiError::bad_request(msg)
         } else {
             ApiError::internal(format!("exec on node {node_name}: {msg}"))
