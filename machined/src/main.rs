@@ -142,6 +142,7 @@ async fn run(args: Args, log: machined::logbuf::LogBuffer) -> anyhow::Result<()>
             cluster: args.cluster_bin.clone(),
             containerd: args.containerd_bin.clone(),
             agent_args: if dev { args.agent_args.clone() } else { vec![] },
+            pod_network: !dev,
             server_listen: args.cluster_listen.unwrap_or_else(|| {
                 if dev {
                     "127.0.0.1:6443".parse().expect("addr")

@@ -22,6 +22,9 @@ pub struct Programs {
     pub server_listen: SocketAddr,
     /// Extra `cluster agent` arguments (dev mode only).
     pub agent_args: Vec<String>,
+    /// Give pods their own network (bridge) and run the service proxy: on a node, never in
+    /// dev mode (both change the host's network).
+    pub pod_network: bool,
 }
 
 /// The host of an `https://host:port/...` URL.
@@ -199,6 +202,8 @@ pub fn containerd(cfg: &MachineConfig, paths: &ClusterPaths, programs: &Programs
 pub struct AgentFeatures {
     pub node_taint: bool,
     pub registries_config: bool,
+    pub pod_network: bool,
+    pub service_proxy: bool,
 }
 
 impl AgentFeatures {
@@ -207,6 +212,8 @@ impl AgentFeatures {
         AgentFeatures {
             node_taint: help.contains("--node-taint"),
             registries_config: help.contains("--registries-config"),
+            pod_network: help.contains("--pod-network"),
+            service_proxy: help.contains("--service-proxy"),
         }
     }
 }
@@ -257,6 +264,15 @@ pub fn agent(
             p(&paths.agent_root.join("registries.yaml")),
         ]);
     }
+    if programs.pod_network && features.pod_network {
+        args.extend(["--pod-network".into(), "bridge".into()]);
+        if let Some(cidr) = first_v4(&cfg.cluster.network.pod_subnets) {
+            args.extend(["--cluster-cidr".into(), cidr.clone()]);
+        }
+    }
+    if programs.pod_network && features.service_proxy {
+        args.push("--service-proxy".into());
+    }
     args.extend(programs.agent_args.iter().cloned());
     let mut depends_on = vec![CONTAINERD.to_string()];
     if on_control_plane {
@@ -302,6 +318,7 @@ mod tests {
             containerd: "/usr/bin/containerd".into(),
             server_listen: "0.0.0.0:6443".parse().unwrap(),
             agent_args: vec![],
+            pod_network: true,
         }
     }
 
@@ -357,8 +374,20 @@ mod tests {
         assert!(after(&none.args, "--node-taint").is_empty());
         assert!(after(&none.args, "--registries-config").is_empty());
         assert_eq!(none.depends_on, ["containerd"]);
-        let all = AgentFeatures::from_help("  --node-taint <T>\n  --registries-config <F>\n");
+        let all = AgentFeatures::from_help(
+            "  --node-taint <T>\n  --registries-config <F>\n  --pod-network <N>\n  --service-proxy\n",
+        );
         let s = agent(&cfg, &paths, &programs(), "w1", &all, true);
+        assert_eq!(after(&s.args, "--pod-network"), ["bridge"]);
+        assert_eq!(after(&s.args, "--cluster-cidr"), ["10.244.0.0/16"]);
+        assert!(s.args.iter().any(|a| a == "--service-proxy"));
+        let dev = Programs {
+            pod_network: false,
+            ..programs()
+        };
+        let s_dev = agent(&cfg, &paths, &dev, "w1", &all, true);
+        assert!(after(&s_dev.args, "--pod-network").is_empty());
+        assert!(!s_dev.args.iter().any(|a| a == "--service-proxy"));
         assert_eq!(after(&s.args, "--node-taint"), ["dedicated=db:NoSchedule"]);
         assert_eq!(
             after(&s.args, "--registries-config"),
