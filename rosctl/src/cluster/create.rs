@@ -42,6 +42,10 @@ pub struct CreateArgs {
     /// address, nodes the following ones)
     #[arg(long, default_value = "10.5.0.0/24")]
     pub cidr: String,
+    /// Stop after the nodes are configured: no bootstrap, no kubeconfig (for images without
+    /// the cluster role, and for machine-API-only tests)
+    #[arg(long)]
+    pub skip_bootstrap: bool,
     /// Seconds each phase (boot, apply, bootstrap) may take per node
     #[arg(long, default_value_t = 600, value_name = "SECONDS")]
     pub wait_timeout: u64,
@@ -245,6 +249,10 @@ fn boot_and_configure(
         }
 
         let first = &plan.nodes[0];
+        if args.skip_bootstrap {
+            progress.note("--skip-bootstrap: Kubernetes is not started");
+            return Ok(false);
+        }
         let step = progress.step(format!("{}: bootstrap", first.name));
         let conn = node_api::Conn::new(&built.rosconfig, &plan.name, &first.api_target())?;
         match node_api::bootstrap(&conn).await? {
