@@ -311,8 +311,35 @@ fn kubectl_exec_runs_commands_in_containers() {
         refused.1
     );
 
-    // Every exec's process and FIFOs are gone.
+    // A client that goes away mid-command: the process is killed and removed.
     let exec_dir = h.root.path().join("agent/exec");
+    let entries = || std::fs::read_dir(&exec_dir).map(|d| d.count()).unwrap_or(0);
+    let sleeper = h
+        .server
+        .spawn(&["exec", "shell", "-c", "main", "--", "sleep", "1000"]);
+    wait_for(
+        "the exec of sleep",
+        || h.context(),
+        || (entries() == 1).then_some(()),
+    );
+    let sleeping = || {
+        h.containerd
+            .lines(&["tasks", "ps", &container_id(&h, "main")])
+            .len()
+    };
+    assert_eq!(
+        sleeping(),
+        3,
+        "the task lists its process and the exec (and a header)"
+    );
+    drop(sleeper);
+    wait_for(
+        "the exec killed",
+        || h.context(),
+        || (sleeping() == 2).then_some(()),
+    );
+
+    // Every exec's process and FIFOs are gone.
     wait_for(
         "exec directories removed",
         || {
@@ -495,4 +522,22 @@ async fn exec_on_node_without_certificate(port: u16) -> (u16, String) {
         ),
         Err(e) => (0, e.to_string()),
     }
+}
+
+/// The containerd ID of container `name` of pod shell.
+fn container_id(h: &Harness, name: &str) -> String {
+    let uid = h.pod("shell").unwrap()["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    h.containerd
+        .lines(&["containers", "ls", "-q"])
+        .into_iter()
+        .find(|id| {
+            let info = h.containerd.ctr(&["containers", "info", id]);
+            let v: Value = serde_json::from_slice(&info.stdout).unwrap_or_default();
+            v["Labels"]["io.ros.pod.uid"] == uid.as_str()
+                && v["Labels"]["io.ros.container.name"] == name
+        })
+        .expect("the container in containerd")
 }
