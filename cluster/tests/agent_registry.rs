@@ -445,6 +445,24 @@ spec:
       tcpSocket: {{port: {dead_port}}}
       periodSeconds: 1
       failureThreshold: 2
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: stopper
+spec:
+  nodeName: {NODE}
+  terminationGracePeriodSeconds: 2
+  volumes:
+  - {{name: gate, hostPath: {{path: {gate_dir}}}}}
+  containers:
+  - name: main
+    image: {image}
+    command: [/bin/sh, -c, 'exec sleep 1000']
+    volumeMounts: [{{name: gate, mountPath: /gate}}]
+    lifecycle:
+      preStop:
+        exec: {{command: [/bin/sh, -c, 'echo bye from $HOSTNAME > /gate/prestop']}}
 "
     );
     h.apply(&yaml);
@@ -531,6 +549,20 @@ spec:
         p["status"]["containerStatuses"][0]["lastState"]["terminated"]["exitCode"], 137,
         "{p:#}"
     );
+    // preStop runs before the container is stopped (sleep ignores SIGTERM: SIGKILL after
+    // the grace period ends it).
+    h.wait_pod("stopper", "Running", |p| {
+        p["status"]["containerStatuses"][0]["state"]["running"].is_object()
+    });
+    h.server
+        .ok(&["delete", "pod", "stopper", "--wait=true", "--timeout=60s"]);
+    assert_eq!(
+        std::fs::read_to_string(gate.path().join("prestop"))
+            .unwrap_or_default()
+            .trim(),
+        "bye from stopper"
+    );
+
     let events = h.events("live");
     assert!(
         events

@@ -18,7 +18,7 @@ use serde_json::json;
 use tokio::sync::Notify;
 
 use super::images::{self, Images};
-use super::probes::Probes;
+use super::probes::{Probes, hooks};
 use super::runtime::{self, ContainerRuntime, PodContainer, TaskState};
 use super::spec;
 use super::status::{self, ContainerView, Init, Observed};
@@ -157,9 +157,7 @@ impl PodWorker {
                 .max(0) as u64;
             match self.terminating.get(&uid) {
                 None => {
-                    for c in containers {
-                        self.runtime.kill(&c.id, SIGTERM).await?;
-                    }
+                    self.stop_gracefully(pod, containers, grace).await?;
                     self.terminating.insert(uid.clone(), Instant::now());
                 }
                 Some(since) if since.elapsed() >= Duration::from_secs(grace) => {
@@ -347,6 +345,50 @@ impl PodWorker {
             .await;
         }
         outcome.image
+    }
+
+    /// SIGTERM to the pod's running containers, after their preStop hooks (run in the
+    /// background, within the grace period) when they have them.
+    async fn stop_gracefully(
+        &self,
+        pod: &Pod,
+        containers: &[PodContainer],
+        grace: u64,
+    ) -> Result<()> {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let specs: Vec<&Container> = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(&spec.containers)
+            .collect();
+        if !hooks::any_pre_stop(specs.iter().copied()) {
+            for c in containers {
+                self.runtime.kill(&c.id, SIGTERM).await?;
+            }
+            return Ok(());
+        }
+        let mut running = Vec::new();
+        for c in containers {
+            let Some(s) = specs.iter().find(|s| s.name == c.name) else {
+                continue;
+            };
+            if self.runtime.task_state(&c.id).await? == TaskState::Running {
+                running.push((c.id.clone(), (*s).clone()));
+            }
+        }
+        let ip = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.clone())
+            .unwrap_or_else(|| self.host_ip.clone());
+        hooks::pre_stop_then_term(
+            self.runtime.clone(),
+            running,
+            ip,
+            Duration::from_secs(grace),
+        );
+        Ok(())
     }
 
     /// Runs the init containers in order (each after the previous one exited 0; a failed

@@ -5,6 +5,7 @@
 //! container so its restart policy applies.
 
 mod check;
+pub mod hooks;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
