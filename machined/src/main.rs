@@ -30,7 +30,8 @@ struct Args {
     /// Dev mode: the config the platform offers at boot (like `ros.config=` on a node).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Dev mode: extra services to supervise (YAML list of {id, command, args, env, dependsOn, restart}).
+    /// Dev mode: extra services to supervise (YAML list of {id, command, args, env, dependsOn,
+    /// restart, stopTimeoutSeconds, health: {url, caFile, intervalSeconds}}).
     #[arg(long, value_name = "FILE")]
     services: Option<PathBuf>,
     /// Dev mode: the hostname the fake system starts with.
