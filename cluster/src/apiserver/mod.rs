@@ -13,6 +13,7 @@ mod handlers;
 mod http;
 mod ipalloc;
 pub mod kubeconfig;
+pub mod managed_fields;
 pub(crate) mod namespaces;
 pub mod objects;
 mod openapi;

@@ -61,7 +61,7 @@ pub fn apply(kind: PatchKind, obj_kind: &str, old: &Value, body: &[u8]) -> ApiRe
 
 /// The merge key of a list of structs, from the field's name and its parent's (the subset of
 /// Kubernetes' patchMergeKey tags the served kinds use). `None`: the list is replaced.
-fn merge_key(obj_kind: &str, parent: &str, field: &str) -> Option<&'static str> {
+pub(crate) fn merge_key(obj_kind: &str, parent: &str, field: &str) -> Option<&'static str> {
     Some(match (parent, field) {
         (_, "containers" | "initContainers" | "ephemeralContainers") => "name",
         (_, "env" | "volumes" | "imagePullSecrets" | "resourceClaims" | "schedulingGates") => {
@@ -80,7 +80,7 @@ fn merge_key(obj_kind: &str, parent: &str, field: &str) -> Option<&'static str> 
 }
 
 /// Lists of scalars that merge (union) instead of being replaced.
-fn merges_scalars(parent: &str, field: &str) -> bool {
+pub(crate) fn merges_scalars(parent: &str, field: &str) -> bool {
     matches!((parent, field), ("metadata", "finalizers"))
 }
 

@@ -122,7 +122,22 @@ async fn route(
     req: Request<Incoming>,
 ) -> ApiResult<Response<Body>> {
     let path = req.uri().path().to_string();
-    let query = Query::parse(req.uri().query());
+    let mut query = Query::parse(req.uri().query());
+    // Writes without a field manager are recorded under the client's name, as upstream does.
+    if !query.0.contains_key("fieldManager")
+        && !header_str(&req, header::CONTENT_TYPE).contains("apply-patch")
+    {
+        let agent = header_str(&req, header::USER_AGENT);
+        let name = agent.split('/').next().unwrap_or("").trim();
+        query.0.insert(
+            "fieldManager".into(),
+            if name.is_empty() {
+                "unknown".into()
+            } else {
+                name.to_string()
+            },
+        );
+    }
     let accept = header_str(&req, header::ACCEPT);
     let content_type = header_str(&req, header::CONTENT_TYPE);
     let method = req.method().clone();

@@ -221,7 +221,11 @@ impl Server {
         let mut k = self.kubeconfig_value();
         let b64 = base64::engine::general_purpose::STANDARD;
         k["users"][0]["user"] = serde_json::json!({"client-certificate-data": b64.encode(crt), "client-key-data": b64.encode(key)});
-        let path = self.dir.path().join(format!("{user}.kubeconfig"));
+        // No colons in the file name: KUBECONFIG is a colon-separated list of files.
+        let path = self
+            .dir
+            .path()
+            .join(format!("{}.kubeconfig", user.replace(':', "_")));
         std::fs::write(&path, serde_yaml_ng::to_string(&k).unwrap()).unwrap();
         path
     }

@@ -8,6 +8,7 @@ use super::read::{Filter, list_objects};
 use super::{Call, ok};
 use crate::apiserver::ApiServer;
 use crate::apiserver::http::Body;
+use crate::apiserver::managed_fields::{self, Writer};
 use crate::apiserver::objects::{self, meta_mut, meta_str, now_rfc3339};
 use crate::apiserver::registry::ResourceDef;
 use crate::apiserver::request::WriteOpts;
@@ -166,8 +167,20 @@ pub async fn create_object(
     Ok(obj)
 }
 
+/// The field manager of a write (`?fieldManager=`, else from the User-Agent).
+fn writer<'a>(call: &'a Call, api_version: &'a str) -> Writer<'a> {
+    Writer {
+        manager: call.query.get("fieldManager").unwrap_or("unknown"),
+        api_version,
+        subresource: (Part::of(call) == Part::Status).then_some("status"),
+        kind: call.def.kind,
+    }
+}
+
 pub async fn create(call: &Call) -> ApiResult<Response<Body>> {
-    let obj = call.parse_body()?;
+    let mut obj = call.parse_body()?;
+    let api_version = call.def.api_version();
+    managed_fields::on_create(&mut obj, &writer(call, &api_version), None);
     let created = create_object(&call.api, call.def, call.ns(), obj, call.query.write()).await?;
     ok(201, &created)
 }
@@ -349,6 +362,8 @@ pub async fn update(call: &Call) -> ApiResult<Response<Body>> {
     let part = Part::of(call);
     let pinned = meta_str(&desired, "resourceVersion").is_some();
     let mut first = true;
+    let api_version = call.def.api_version();
+    let w = writer(call, &api_version);
     let obj = update_object(
         &call.api,
         call.def,
@@ -372,6 +387,7 @@ pub async fn update(call: &Call) -> ApiResult<Response<Body>> {
                         old["metadata"]["resourceVersion"].clone(),
                     );
                 }
+                managed_fields::on_update(old, &mut d, &w);
                 d
             })
         },
@@ -383,6 +399,8 @@ pub async fn update(call: &Call) -> ApiResult<Response<Body>> {
 pub async fn patch(call: &Call) -> ApiResult<Response<Body>> {
     let kind = patch::PatchKind::from_content_type(&call.content_type)?;
     let part = Part::of(call);
+    let api_version = call.def.api_version();
+    let w = writer(call, &api_version);
     if kind == patch::PatchKind::Apply {
         let applied = objects::parse_body("application/yaml", &call.body)?;
         if call.query.get("fieldManager").is_none() {
@@ -391,8 +409,10 @@ pub async fn patch(call: &Call) -> ApiResult<Response<Body>> {
             ));
         }
         if part == Part::Main && call.api.store.get(&call.key(), None).await?.is_none() {
+            let mut obj = applied.clone();
+            managed_fields::on_create(&mut obj, &w, Some(&applied));
             let created =
-                create_object(&call.api, call.def, call.ns(), applied, call.query.write()).await?;
+                create_object(&call.api, call.def, call.ns(), obj, call.query.write()).await?;
             return ok(201, &created);
         }
         let obj = update_object(
@@ -401,7 +421,10 @@ pub async fn patch(call: &Call) -> ApiResult<Response<Body>> {
             &call.key(),
             part,
             call.query.write(),
-            |old| patch::strategic_merge(call.def.kind, old, &applied),
+            |old| {
+                let merged = patch::strategic_merge(call.def.kind, old, &applied)?;
+                managed_fields::on_apply(old, merged, &applied, &w, call.query.flag("force"))
+            },
         )
         .await?;
         return ok(200, &obj);
@@ -413,7 +436,11 @@ pub async fn patch(call: &Call) -> ApiResult<Response<Body>> {
         &call.key(),
         part,
         call.query.write(),
-        |old| patch::apply(kind, call.def.kind, old, body),
+        |old| {
+            let mut new = patch::apply(kind, call.def.kind, old, body)?;
+            managed_fields::on_update(old, &mut new, &w);
+            Ok(new)
+        },
     )
     .await?;
     ok(200, &obj)
