@@ -290,6 +290,22 @@ fn kubectl_exec_runs_commands_in_containers() {
     assert_eq!(status["reason"], "NonZeroExitCode", "{status}");
     assert_eq!(status["details"]["causes"][0]["message"], "5", "{status}");
 
+    // kubectl's own terminal mode, under a pseudo-terminal from script(1).
+    let out = std::process::Command::new("/usr/bin/script")
+        .args(["-q", "-e", "-c"])
+        .arg(format!(
+            "{} exec -ti shell -c main -- sh -c 'busybox tty; exit 4'",
+            kubectl_support::KUBECTL
+        ))
+        .arg("/dev/null")
+        .env("KUBECONFIG", &h.server.kubeconfig)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("script(1) from util-linux (Debian package bsdutils)");
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("/dev/pts/"), "{shown}");
+    assert_eq!(out.status.code(), Some(4), "{shown}");
+
     // The node's exec endpoint itself only lets the API server in.
     let port: u16 = h
         .server

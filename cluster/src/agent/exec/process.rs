@@ -152,6 +152,8 @@ impl Exec {
         match exec.exec_and_start(r, &process).await {
             Ok(()) => Ok(exec),
             Err(e) => {
+                // It may have started (a FIFO failed afterwards): stop it before removing it.
+                exec.kill().await;
                 exec.cleanup().await;
                 Err(e)
             }
