@@ -3,9 +3,11 @@
 //! heartbeats) and pods created by a bounded pool of clients.
 //!
 //! Two runs, each on a fresh server with the same nodes and pods:
-//! - `naive`: a first-fit binder that binds each pending pod to the next node with room,
-//!   one bind at a time (the API server's cost of a bind, no scheduling work);
-//! - `scheduler`: our scheduler (filters, scores, binds one at a time).
+//! - `naive`: a first-fit binder that binds each pending pod to the next node with room
+//!   (the API server's cost of a bind, no scheduling work);
+//! - `scheduler`: our scheduler (filters, scores, assumes, binds).
+//!
+//! Both keep the same number of binds in flight (`scheduler::BIND_PARALLELISM`).
 //!
 //! The ratio shows the scheduler's own overhead over the bind path. kube-scheduler's
 //! scheduler_perf figure is printed as a reference, not measured here.
@@ -199,6 +201,10 @@ fn naive_binder(c: &Client, nodes: usize) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut count = vec![0usize; nodes];
         let mut cursor = 0;
+        // As many binds in flight as the scheduler allows itself.
+        let slots = Arc::new(tokio::sync::Semaphore::new(
+            cluster::scheduler::BIND_PARALLELISM,
+        ));
         let mut done: std::collections::HashSet<String> = Default::default();
         let mut events = std::pin::pin!(watcher(pods.clone(), watcher::Config::default()));
         while let Some(ev) = events.next().await {
@@ -222,9 +228,16 @@ fn naive_binder(c: &Client, nodes: usize) -> tokio::task::JoinHandle<()> {
             };
             cursor = (i + 1) % nodes;
             count[i] += 1;
-            if let Err(e) = bind(&pods, &pod, &node_name(i)).await {
-                eprintln!("naive bind {}: {e}", pod.name_any());
-            }
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let pods = pods.clone();
+            tokio::spawn(async move {
+                if let Err(e) = bind(&pods, &pod, &node_name(i)).await {
+                    eprintln!("naive bind {}: {e}", pod.name_any());
+                }
+                drop(permit);
+            });
         }
     })
 }

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::api::core::v1::{
-    Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, Taint, Toleration,
+    Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, PodSpec, Taint, Toleration,
 };
 
 use super::quantity;
@@ -155,11 +155,19 @@ pub fn fits(pod: &Pod, info: &NodeInfo) -> Result<(), &'static str> {
     if !ready(node) {
         return Err("node(s) were not ready");
     }
-    let spec = pod.spec.clone().unwrap_or_default();
-    let taints = node
+    // Borrowed, not cloned: this runs for every (pod, node) pair.
+    let no_spec;
+    let spec = match pod.spec.as_ref() {
+        Some(s) => s,
+        None => {
+            no_spec = PodSpec::default();
+            &no_spec
+        }
+    };
+    let taints: &[Taint] = node
         .spec
         .as_ref()
-        .and_then(|s| s.taints.clone())
+        .and_then(|s| s.taints.as_deref())
         .unwrap_or_default();
     if node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true) {
         let unsched = Taint {
@@ -171,7 +179,8 @@ pub fn fits(pod: &Pod, info: &NodeInfo) -> Result<(), &'static str> {
             return Err("node(s) were unschedulable");
         }
     }
-    let labels = node.metadata.labels.clone().unwrap_or_default();
+    let no_labels = BTreeMap::new();
+    let labels = node.metadata.labels.as_ref().unwrap_or(&no_labels);
     if let Some(sel) = &spec.node_selector
         && !sel.iter().all(|(k, v)| labels.get(k) == Some(v))
     {
@@ -188,7 +197,7 @@ pub fn fits(pod: &Pod, info: &NodeInfo) -> Result<(), &'static str> {
         && !terms
             .node_selector_terms
             .iter()
-            .any(|t| term_matches(t, &labels, info.name()))
+            .any(|t| term_matches(t, labels, info.name()))
     {
         return Err("node(s) didn't match Pod's node affinity/selector");
     }

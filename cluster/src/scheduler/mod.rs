@@ -26,6 +26,9 @@ use filter::NodeInfo;
 
 pub const NAME: &str = "default-scheduler";
 
+/// Binds in flight at once.
+pub const BIND_PARALLELISM: usize = 16;
+
 /// Counters a caller (the benchmark, tests) can read.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -43,8 +46,16 @@ pub async fn run(client: Client, stats: Arc<Stats>) {
     }
     let mut state = State::default();
     loop {
-        state.pass(&client, &nodes, &pods, &stats).await;
-        kick.notified().await;
+        let retry = state.pass(&client, &nodes, &pods, &stats).await;
+        if retry {
+            // A bind failed for a reason no watch event will report: try again soon.
+            tokio::select! {
+                _ = kick.notified() => {}
+                _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            }
+        } else {
+            kick.notified().await;
+        }
     }
 }
 
@@ -98,13 +109,14 @@ fn pending(p: &Pod) -> bool {
 }
 
 impl State {
+    /// One scheduling pass over every pending pod; true when a bind should be retried.
     async fn pass(
         &mut self,
         client: &Client,
         nodes: &Store<Node>,
         pods: &Store<Pod>,
         stats: &Stats,
-    ) {
+    ) -> bool {
         let mut infos: BTreeMap<String, NodeInfo> = nodes
             .state()
             .iter()
@@ -151,8 +163,68 @@ impl State {
                 .cmp(&b.metadata.creation_timestamp)
                 .then(a.metadata.name.cmp(&b.metadata.name))
         });
+        // Decisions are made one pod at a time against the assumed placements; the binds
+        // (API calls) run concurrently, as kube-scheduler's binding cycle does.
+        let mut inflight = futures_util::stream::FuturesUnordered::new();
+        let mut retry = false;
         for pod in waiting {
-            self.schedule_one(client, &pod, &mut infos, stats).await;
+            if let Some(node) = self.schedule_one(client, &pod, &mut infos, stats).await {
+                let client = client.clone();
+                inflight.push(async move {
+                    let r = bind(&client, &pod, &node).await;
+                    (pod, node, r)
+                });
+            }
+            while inflight.len() >= BIND_PARALLELISM {
+                if let Some((pod, node, r)) = inflight.next().await {
+                    retry |= self.bound(client, &pod, &node, r, stats);
+                }
+            }
+        }
+        while let Some((pod, node, r)) = inflight.next().await {
+            retry |= self.bound(client, &pod, &node, r, stats);
+        }
+        retry
+    }
+
+    /// Handles a bind's result; true when it failed in a way worth retrying.
+    fn bound(
+        &mut self,
+        client: &Client,
+        pod: &Pod,
+        node: &str,
+        r: kube::Result<()>,
+        stats: &Stats,
+    ) -> bool {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        match r {
+            Ok(()) => {
+                stats
+                    .bound
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let client = client.clone();
+                let reference = events::reference("v1", "Pod", &pod.metadata);
+                let msg = format!(
+                    "Successfully assigned {}/{} to {node}",
+                    ns_of(pod),
+                    name_of(pod)
+                );
+                tokio::spawn(async move {
+                    events::record(&client, reference, "Normal", "Scheduled", &msg, NAME).await;
+                });
+                false
+            }
+            // Gone, or bound meanwhile: the next pass sees what it is now.
+            Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => {
+                tracing::debug!("binding {}: {}", name_of(pod), e.message);
+                self.assumed.remove(&uid);
+                false
+            }
+            Err(e) => {
+                tracing::warn!("binding {}/{} to {node}: {e}", ns_of(pod), name_of(pod));
+                self.assumed.remove(&uid);
+                true
+            }
         }
     }
 
@@ -162,7 +234,7 @@ impl State {
         pod: &Pod,
         infos: &mut BTreeMap<String, NodeInfo>,
         stats: &Stats,
-    ) {
+    ) -> Option<String> {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let mut reasons: BTreeMap<&'static str, usize> = BTreeMap::new();
         let mut feasible = Vec::new();
@@ -207,36 +279,16 @@ impl State {
                     ),
                 }
             }
-            return;
+            return None;
         };
-        match bind(client, pod, &best).await {
-            Ok(()) => {
-                stats
-                    .bound
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                self.assumed.insert(uid, best.clone());
-                if let Some(info) = infos.get_mut(&best) {
-                    info.add(pod);
-                }
-                if !affinity::required_anti_affinity(pod).is_empty() {
-                    self.anti.push((best.clone(), affinity::Placed::of(pod)));
-                }
-                let client = client.clone();
-                let reference = events::reference("v1", "Pod", &pod.metadata);
-                let msg = format!(
-                    "Successfully assigned {}/{} to {best}",
-                    ns_of(pod),
-                    name_of(pod)
-                );
-                tokio::spawn(async move {
-                    events::record(&client, reference, "Normal", "Scheduled", &msg, NAME).await;
-                });
-            }
-            Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => {
-                tracing::debug!("binding {}: {}", name_of(pod), e.message);
-            }
-            Err(e) => tracing::warn!("binding {}/{} to {best}: {e}", ns_of(pod), name_of(pod)),
+        self.assumed.insert(uid, best.clone());
+        if let Some(info) = infos.get_mut(&best) {
+            info.add(pod);
         }
+        if !affinity::required_anti_affinity(pod).is_empty() {
+            self.anti.push((best.clone(), affinity::Placed::of(pod)));
+        }
+        Some(best)
     }
 }
 
