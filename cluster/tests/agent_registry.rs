@@ -19,6 +19,8 @@ pub struct Harness {
     pub server: Server,
     pub containerd: Containerd,
     pub registry: Registry,
+    /// Demands user `puller`, password `s3cret` (given to the agent in its registries config).
+    pub private: Registry,
     pub agent: Agent,
     pub root: tempfile::TempDir,
 }
@@ -29,14 +31,16 @@ impl Harness {
     pub fn start() -> Harness {
         let containerd = Containerd::start();
         let registry = Registry::start();
+        let private = Registry::start_with_auth("puller", "s3cret");
         let server = Server::start();
         let root = tempfile::tempdir().unwrap();
         let registries = root.path().join("registries.yaml");
         std::fs::write(
             &registries,
             format!(
-                "mirrors:\n  mirror.invalid:\n    endpoints: [\"http://{}\"]\n    skipFallback: true\n",
-                registry.host
+                "mirrors:\n  mirror.invalid:\n    endpoints: [\"http://{}\"]\n    skipFallback: true\n\
+                 config:\n  \"{}\":\n    auth: {{username: puller, password: s3cret}}\n",
+                registry.host, private.host
             ),
         )
         .unwrap();
@@ -51,6 +55,7 @@ impl Harness {
             server,
             containerd,
             registry,
+            private,
             agent,
             root,
         }
@@ -210,6 +215,25 @@ fn images_are_pulled_from_registries_following_the_pull_policy() {
         "true",
     ));
 
+    // Credentials from the registries config open the private registry.
+    let secret_image = h.private.push(&TestImage::new("secret", "1"));
+    h.apply(&Harness::pod_yaml(
+        "private",
+        &secret_image,
+        "IfNotPresent",
+        "Never",
+        "echo private",
+    ));
+    // The same registry under another name has no credentials configured.
+    let port = h.private.host.rsplit(':').next().unwrap();
+    h.apply(&Harness::pod_yaml(
+        "anonymous",
+        &format!("localhost:{port}/secret:1"),
+        "IfNotPresent",
+        "Never",
+        "true",
+    ));
+
     // Pulled and run to the end, with the right exit codes.
     let p = h.wait_done("ok");
     assert_eq!(p["status"]["phase"], "Succeeded", "{p:#}\n{}", h.context());
@@ -229,6 +253,18 @@ fn images_are_pulled_from_registries_following_the_pull_policy() {
         reasons.contains(&"Pulling".to_string()) || reasons.contains(&"Pulled".to_string()),
         "events of pod ok: {reasons:?}"
     );
+
+    let p = h.wait_done("private");
+    assert_eq!(p["status"]["phase"], "Succeeded", "{p:#}\n{}", h.context());
+    assert_eq!(h.server.ok(&["logs", "private"]).trim(), "private");
+    let p = h.wait_pod("anonymous", "ImagePullBackOff", |p| {
+        waiting_reason(p) == "ImagePullBackOff"
+    });
+    let msg = p["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+        .as_str()
+        .unwrap()
+        .to_lowercase();
+    assert!(msg.contains("auth"), "{msg}");
 
     // An index resolves to the linux/amd64 manifest; its imageID is the index digest.
     let p = h.wait_done("index");

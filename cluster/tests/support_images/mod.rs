@@ -30,6 +30,8 @@ pub struct Registry {
     pub dir: tempfile::TempDir,
     /// `127.0.0.1:<port>`: the registry part of image references.
     pub host: String,
+    /// Username and password the registry demands (htpasswd), if any.
+    pub credentials: Option<(String, String)>,
 }
 
 fn free_port() -> u16 {
@@ -42,6 +44,15 @@ fn free_port() -> u16 {
 
 impl Registry {
     pub fn start() -> Registry {
+        Registry::start_inner(None)
+    }
+
+    /// A registry that demands HTTP basic authentication as `user`/`password`.
+    pub fn start_with_auth(user: &str, password: &str) -> Registry {
+        Registry::start_inner(Some((user.to_string(), password.to_string())))
+    }
+
+    fn start_inner(credentials: Option<(String, String)>) -> Registry {
         assert!(
             Path::new(REGISTRY_BIN).exists(),
             "these tests need {REGISTRY_BIN} (Debian package docker-registry)"
@@ -52,10 +63,19 @@ impl Registry {
             .unwrap();
         let port = free_port();
         let host = format!("127.0.0.1:{port}");
-        let config = format!(
+        let mut config = format!(
             "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n",
             dir.path().join("data").display()
         );
+        if let Some((user, password)) = &credentials {
+            let hash = bcrypt::hash(password, 4).unwrap();
+            let htpasswd = dir.path().join("htpasswd");
+            std::fs::write(&htpasswd, format!("{user}:{hash}\n")).unwrap();
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
+                htpasswd.display()
+            ));
+        }
         std::fs::write(dir.path().join("config.yml"), config).unwrap();
         let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
         let child = Command::new(REGISTRY_BIN)
@@ -65,7 +85,12 @@ impl Registry {
             .stderr(log)
             .spawn()
             .expect("starting docker-registry");
-        let r = Registry { child, dir, host };
+        let r = Registry {
+            child,
+            dir,
+            host,
+            credentials,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         while r.get("/v2/").is_none() {
             assert!(
@@ -114,17 +139,17 @@ impl Registry {
             .enable_all()
             .build()
             .unwrap();
+        let auth = match &self.credentials {
+            Some((u, p)) => RegistryAuth::Basic(u.clone(), p.clone()),
+            None => RegistryAuth::Anonymous,
+        };
         rt.block_on(async {
             let client = Client::new(ClientConfig {
                 protocol: ClientProtocol::Http,
                 ..Default::default()
             });
             client
-                .auth(
-                    &reference,
-                    &RegistryAuth::Anonymous,
-                    RegistryOperation::Push,
-                )
+                .auth(&reference, &auth, RegistryOperation::Push)
                 .await
                 .unwrap();
             client
