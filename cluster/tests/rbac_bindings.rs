@@ -48,6 +48,27 @@ subjects:
 - {kind: ServiceAccount, name: robot, namespace: a}
 "#;
 
+/// robot may create role bindings in `a` and holds `get configmaps` there.
+const BINDER: &str = r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: binder, namespace: a}
+rules:
+- apiGroups: [rbac.authorization.k8s.io]
+  resources: [rolebindings]
+  verbs: [create]
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: robot-binds, namespace: a}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: binder}
+subjects:
+- {kind: ServiceAccount, name: robot, namespace: a}
+"#;
+
 fn config_map(value: &str) -> String {
     format!(
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: owned, namespace: a}}\ndata: {{size: \"{value}\"}}\n"
@@ -98,6 +119,37 @@ fn role_bindings_grant_in_one_namespace_and_apply_tracks_owners() {
     // Removing the binding takes the grant away.
     s.ok(&["-n", "a", "delete", "rolebinding", "robot-reads"]);
     s.fail_with_kubeconfig(&robot, &["-n", "a", "get", "configmap", "cfg"]);
+
+    // Granting: only permissions the granter holds (upstream's escalation check).
+    s.ok_stdin(&["apply", "-f", "-"], BINDER);
+    let err = s.fail_with_kubeconfig(
+        &robot,
+        &[
+            "-n",
+            "a",
+            "create",
+            "rolebinding",
+            "steal",
+            "--clusterrole=cluster-admin",
+            "--serviceaccount=a:robot",
+        ],
+    );
+    assert!(
+        err.contains("attempting to grant RBAC permissions not currently held"),
+        "{err}"
+    );
+    s.ok_with_kubeconfig(
+        &robot,
+        &[
+            "-n",
+            "a",
+            "create",
+            "rolebinding",
+            "share",
+            "--role=cm-reader",
+            "--user=alice",
+        ],
+    );
 
     // Server-side apply: alice owns data.size; bob's different value conflicts until forced.
     s.ok_stdin(

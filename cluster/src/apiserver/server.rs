@@ -218,12 +218,8 @@ async fn route(
             )));
         }
     };
-    if attrs.verb == "create" && user.node_name().is_some() {
-        authz::admit_create(
-            &user,
-            &attrs,
-            &super::objects::parse_body(&content_type, &body)?,
-        )?;
+    if matches!(attrs.verb, "create" | "update" | "patch") {
+        authz::admit(&api, &user, &attrs, &content_type, &body).await?;
     }
     let call = Call::new(api, r, query, accept, content_type, body);
     handlers::dispatch(call, &method).await

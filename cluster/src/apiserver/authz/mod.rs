@@ -9,6 +9,7 @@
 //! Anything else is denied (403).
 
 pub mod bootstrap;
+mod escalation;
 mod node;
 pub mod rbac;
 
@@ -48,9 +49,26 @@ pub async fn check(api: &ApiServer, user: &UserInfo, a: &Attributes<'_>) -> ApiR
     }
 }
 
-/// What a create request's body must satisfy beyond its verb (upstream's NodeRestriction
-/// admission): a node creates only its own Node and its own Lease.
-pub fn admit_create(user: &UserInfo, a: &Attributes<'_>, body: &Value) -> ApiResult<()> {
+/// What a write's body must satisfy beyond its verb: a node creates only its own Node and
+/// Lease (upstream's NodeRestriction admission); RBAC writes grant no permission the writer
+/// does not hold (escalation prevention).
+pub async fn admit(
+    api: &ApiServer,
+    user: &UserInfo,
+    a: &Attributes<'_>,
+    content_type: &str,
+    body: &[u8],
+) -> ApiResult<()> {
+    if user.is_admin() {
+        return Ok(());
+    }
+    if a.verb == "create" && user.node_name().is_some() {
+        admit_create(user, a, &super::objects::parse_body(content_type, body)?)?;
+    }
+    escalation::check(api, user, a, content_type, body).await
+}
+
+fn admit_create(user: &UserInfo, a: &Attributes<'_>, body: &Value) -> ApiResult<()> {
     let Some(node) = user.node_name() else {
         return Ok(());
     };
