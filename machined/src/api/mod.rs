@@ -27,7 +27,6 @@ pub(crate) fn same_secret(a: &str, b: &str) -> bool {
             == 0
 }
 
-
 /// TLS connections accepted on `listener`, each with the config current at accept time (so a
 /// mode switch applies to new connections at once).
 fn incoming(
