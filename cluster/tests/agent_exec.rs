@@ -290,6 +290,41 @@ fn kubectl_exec_runs_commands_in_containers() {
     assert_eq!(status["reason"], "NonZeroExitCode", "{status}");
     assert_eq!(status["details"]["causes"][0]["message"], "5", "{status}");
 
+    // The older protocols: v4 (the same Status), channel.k8s.io (plain text errors).
+    let v4 = rt.block_on(ws_exec(
+        &h.server.kubeconfig,
+        "command=sh&command=-c&command=echo+v4%3B+exit+2&container=main&stdout=true",
+        "v4.channel.k8s.io",
+        &[],
+    ));
+    assert_eq!(
+        (v4.protocol.as_str(), v4.stdout.as_str()),
+        ("v4.channel.k8s.io", "v4\n"),
+        "{}",
+        String::from_utf8_lossy(&v4.error)
+    );
+    let status: Value = serde_json::from_slice(&v4.error).unwrap();
+    assert_eq!(status["details"]["causes"][0]["message"], "2", "{status}");
+    let v1 = rt.block_on(ws_exec(
+        &h.server.kubeconfig,
+        "command=sh&command=-c&command=exit+2&container=main&stdout=true",
+        "channel.k8s.io",
+        &[],
+    ));
+    assert_eq!(v1.protocol, "channel.k8s.io");
+    assert_eq!(
+        String::from_utf8_lossy(&v1.error),
+        "command terminated with exit code 2"
+    );
+
+    // SPDY clients are told to use WebSocket.
+    let (line, body) = rt.block_on(spdy_exec(&h.server.kubeconfig));
+    assert!(line.contains(" 400 "), "{line}\n{body}");
+    assert!(
+        body.contains("WebSocket") && body.contains("SPDY"),
+        "{body}"
+    );
+
     // kubectl's own terminal mode, under a pseudo-terminal from script(1).
     let out = std::process::Command::new("/usr/bin/script")
         .args(["-q", "-e", "-c"])
@@ -410,9 +445,13 @@ fn admin_tls(kubeconfig: &std::path::Path) -> (String, Arc<rustls::ClientConfig>
     )
 }
 
-/// An exec with a terminal over `v5.channel.k8s.io`: sets the size, lets the shell go on, and
-/// returns what the terminal showed and the final status.
-async fn tty_session(kubeconfig: &std::path::Path) -> (String, Value) {
+/// A TLS connection to the API server as the admin; and the server's host:port.
+async fn api_connection(
+    kubeconfig: &std::path::Path,
+) -> (
+    tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    String,
+) {
     let (server, tls) = admin_tls(kubeconfig);
     let authority = server.trim_start_matches("https://").to_string();
     let tcp = tokio::net::TcpStream::connect(&authority).await.unwrap();
@@ -422,32 +461,45 @@ async fn tty_session(kubeconfig: &std::path::Path) -> (String, Value) {
         .connect(name, tcp)
         .await
         .unwrap();
-    let query = "command=sh&command=-c&command=read+go%3B+busybox+stty+size%3B+busybox+tty%3B+exit+5\
-                 &container=main&stdin=true&stdout=true&tty=true";
+    (stream, authority)
+}
+
+/// What a WebSocket exec session gave back.
+struct Session {
+    protocol: String,
+    stdout: String,
+    /// The error stream's bytes (a Status JSON from v4 on, text before).
+    error: Vec<u8>,
+}
+
+/// Runs pods/exec of pod shell over a WebSocket offering `protocols`, sends `send` (channel,
+/// bytes) messages first, and reads until the server closes.
+async fn ws_exec(
+    kubeconfig: &std::path::Path,
+    query: &str,
+    protocols: &str,
+    send: &[(u8, &[u8])],
+) -> Session {
+    let (stream, authority) = api_connection(kubeconfig).await;
     let url = format!("wss://{authority}/api/v1/namespaces/default/pods/shell/exec?{query}");
     let mut request = url.into_client_request().unwrap();
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        "v5.channel.k8s.io, v4.channel.k8s.io".parse().unwrap(),
-    );
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", protocols.parse().unwrap());
     let (mut ws, response) = tokio_tungstenite::client_async(request, stream)
         .await
         .unwrap();
-    assert_eq!(
-        response.headers()["sec-websocket-protocol"],
-        "v5.channel.k8s.io"
-    );
-    let binary = |channel: u8, data: &[u8]| {
-        let mut m = vec![channel];
+    let protocol = response.headers()["sec-websocket-protocol"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    for (channel, data) in send {
+        let mut m = vec![*channel];
         m.extend_from_slice(data);
-        Message::Binary(m.into())
-    };
-    ws.send(binary(4, br#"{"Width":123,"Height":45}"#))
-        .await
-        .unwrap();
-    ws.send(binary(0, b"go\n")).await.unwrap();
+        ws.send(Message::Binary(m.into())).await.unwrap();
+    }
     let mut stdout = Vec::new();
-    let mut status = Value::Null;
+    let mut error = Vec::new();
     let read = async {
         while let Some(m) = ws.next().await {
             let Ok(Message::Binary(b)) = m else {
@@ -455,15 +507,64 @@ async fn tty_session(kubeconfig: &std::path::Path) -> (String, Value) {
             };
             match b.split_first() {
                 Some((1, data)) => stdout.extend_from_slice(data),
-                Some((3, data)) => status = serde_json::from_slice(data).unwrap(),
+                Some((3, data)) => error.extend_from_slice(data),
                 _ => {}
             }
         }
     };
     tokio::time::timeout(std::time::Duration::from_secs(60), read)
         .await
-        .expect("the TTY session ends");
-    (String::from_utf8_lossy(&stdout).to_string(), status)
+        .expect("the exec session ends");
+    Session {
+        protocol,
+        stdout: String::from_utf8_lossy(&stdout).to_string(),
+        error,
+    }
+}
+
+/// An exec with a terminal over `v5.channel.k8s.io`: sets the size, lets the shell go on, and
+/// returns what the terminal showed and the final status.
+async fn tty_session(kubeconfig: &std::path::Path) -> (String, Value) {
+    let query = "command=sh&command=-c&command=read+go%3B+busybox+stty+size%3B+busybox+tty%3B+exit+5\
+                 &container=main&stdin=true&stdout=true&tty=true";
+    let s = ws_exec(
+        kubeconfig,
+        query,
+        "v5.channel.k8s.io, v4.channel.k8s.io",
+        &[(4, br#"{"Width":123,"Height":45}"#), (0, b"go\n")],
+    )
+    .await;
+    assert_eq!(s.protocol, "v5.channel.k8s.io");
+    (s.stdout, serde_json::from_slice(&s.error).unwrap())
+}
+
+/// An upgrade to SPDY (what kubectl before 1.30 asks for): the status code and body.
+async fn spdy_exec(kubeconfig: &std::path::Path) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut stream, authority) = api_connection(kubeconfig).await;
+    let request = format!(
+        "POST /api/v1/namespaces/default/pods/shell/exec?command=true&container=main&stdout=true HTTP/1.1\r\n\
+         Host: {authority}\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\
+         X-Stream-Protocol-Version: v4.channel.k8s.io\r\nContent-Length: 0\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Read the status line, headers and the (small) JSON body.
+    while !String::from_utf8_lossy(&response).contains("}\n") {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(30), stream.read(&mut buf))
+            .await
+            .expect("an answer to the SPDY upgrade")
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        response.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&response).to_string();
+    let status = text.lines().next().unwrap_or("").to_string();
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
 }
 
 /// Trusts any server certificate (the agent's is self-signed), for the refusal check only.

@@ -249,7 +249,7 @@ async fn session(
     let _ = out.send(binary(first, &[])).await;
     let outcome = match Exec::start(runtime, exec_root, container_id, &r).await {
         Err(e) => Some(Outcome::Failed(format!("{e:#}"))),
-        Ok(exec) => relay(exec, &mut incoming, &out).await,
+        Ok(exec) => relay(exec, &r, &mut incoming, &out).await,
     };
     if let Some(outcome) = outcome {
         tracing::info!(container = %container_id, ?outcome, "exec ended");
@@ -266,16 +266,17 @@ async fn session(
 /// process is killed).
 async fn relay(
     mut exec: Exec,
+    r: &ExecRequest,
     incoming: &mut futures_util::stream::SplitStream<Ws>,
     out: &mpsc::Sender<Message>,
 ) -> Option<Outcome> {
     let mut pumps = tokio::task::JoinSet::new();
-    for (rx, channel) in [
-        (exec.stdout.take(), channels::STDOUT),
-        (exec.stderr.take(), channels::STDERR),
+    for (rx, channel, wanted) in [
+        (exec.stdout.take(), channels::STDOUT, r.stdout),
+        (exec.stderr.take(), channels::STDERR, r.stderr),
     ] {
         if let Some(rx) = rx {
-            pumps.spawn(pump(rx, channel, out.clone()));
+            pumps.spawn(pump(rx, wanted.then_some(channel), out.clone()));
         }
     }
     let (mut stdin_tx, stdin_task) = match exec.stdin.take() {
@@ -358,14 +359,17 @@ async fn relay(
     outcome
 }
 
-/// Sends what arrives on a FIFO to the client as stream `channel`, until EOF.
-async fn pump(mut rx: pipe::Receiver, channel: u8, out: mpsc::Sender<Message>) {
+/// Sends what arrives on a FIFO to the client as stream `channel` (or drops it: None), until
+/// EOF.
+async fn pump(mut rx: pipe::Receiver, channel: Option<u8>, out: mpsc::Sender<Message>) {
     let mut buf = vec![0u8; 32 * 1024];
     loop {
         match rx.read(&mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(n) => {
-                if out.send(binary(channel, &buf[..n])).await.is_err() {
+                if let Some(channel) = channel
+                    && out.send(binary(channel, &buf[..n])).await.is_err()
+                {
                     return;
                 }
             }

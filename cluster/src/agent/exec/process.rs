@@ -181,11 +181,10 @@ impl Exec {
         } else {
             None
         };
-        let stdout = r.stdout.then(|| self.fifo("stdout")).transpose()?;
-        // With a terminal, the process's stderr is the terminal too.
-        let stderr = (r.stderr && !r.tty)
-            .then(|| self.fifo("stderr"))
-            .transpose()?;
+        // containerd 1.6's shim wants both output paths of a non-terminal exec; output the
+        // client did not ask for is read and dropped. With a terminal, stderr is the terminal.
+        let stdout = Some(self.fifo("stdout")?);
+        let stderr = (!r.tty).then(|| self.fifo("stderr")).transpose()?;
         let stdout_open = stdout.clone().map(open_reader);
         let stderr_open = stderr.clone().map(open_reader);
         let path = |p: &Option<PathBuf>| {
