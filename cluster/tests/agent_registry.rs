@@ -265,6 +265,31 @@ fn images_are_pulled_from_registries_following_the_pull_policy() {
         .unwrap()
         .to_lowercase();
     assert!(msg.contains("auth"), "{msg}");
+    // ... and a pod's image pull secret gives it credentials for that name.
+    h.server.ok(&[
+        "create",
+        "secret",
+        "docker-registry",
+        "regcred",
+        &format!("--docker-server=localhost:{port}"),
+        "--docker-username=puller",
+        "--docker-password=s3cret",
+    ]);
+    let with_secret = Harness::pod_yaml(
+        "with-secret",
+        &format!("localhost:{port}/secret:1"),
+        "IfNotPresent",
+        "Never",
+        "echo with secret",
+    )
+    .replace(
+        "  containers:\n",
+        "  imagePullSecrets: [{name: regcred}]\n  containers:\n",
+    );
+    h.apply(&with_secret);
+    let p = h.wait_done("with-secret");
+    assert_eq!(p["status"]["phase"], "Succeeded", "{p:#}\n{}", h.context());
+    assert_eq!(h.server.ok(&["logs", "with-secret"]).trim(), "with secret");
 
     // An index resolves to the linux/amd64 manifest; its imageID is the index digest.
     let p = h.wait_done("index");

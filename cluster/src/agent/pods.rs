@@ -329,7 +329,12 @@ impl PodWorker {
     ) -> std::result::Result<runtime::ImageInfo, Observed> {
         let outcome = self
             .images
-            .ensure(id, image_name, images::policy(c, image_name))
+            .ensure(
+                id,
+                image_name,
+                images::policy(c, image_name),
+                &images::secrets::pod_credentials(&self.client, pod).await,
+            )
             .await;
         if let Some((type_, reason, message)) = outcome.event {
             let mut reference = crate::controllers::events::reference("v1", "Pod", &pod.metadata);

@@ -6,6 +6,7 @@
 mod content;
 mod pull;
 pub mod registry;
+pub mod secrets;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -113,7 +114,13 @@ impl Images {
 
     /// The image `name` for `requester` (one attempt of one container: an `Always` pull
     /// happens once per attempt), pulling it when the policy says so.
-    pub async fn ensure(&self, requester: &str, name: &str, policy: PullPolicy) -> Outcome {
+    pub async fn ensure(
+        &self,
+        requester: &str,
+        name: &str,
+        policy: PullPolicy,
+        pod_auth: &secrets::PodCredentials,
+    ) -> Outcome {
         let local = match self.runtime.image(name).await {
             Ok(i) => i,
             Err(e) => {
@@ -136,11 +143,20 @@ impl Images {
                     event: Some(("Warning", "ErrImageNeverPull", msg)),
                 }
             }
-            (_, local) => self.pull_for(requester, name, local),
+            (_, local) => self.pull_for(requester, name, local, pod_auth),
         }
     }
 
-    fn pull_for(&self, requester: &str, name: &str, local: Option<ImageInfo>) -> Outcome {
+    fn pull_for(
+        &self,
+        requester: &str,
+        image: &str,
+        local: Option<ImageInfo>,
+        pod_auth: &secrets::PodCredentials,
+    ) -> Outcome {
+        // Pulls with different credentials are different pulls (one may fail, one not).
+        let key = pull_key(image, pod_auth);
+        let name = key.as_str();
         let mut pulls = self.pulls.lock().unwrap_or_else(|e| e.into_inner());
         let mut retry = (None, 0, HashSet::new());
         match pulls.get_mut(name) {
@@ -156,7 +172,7 @@ impl Images {
                         event: Some((
                             "Normal",
                             "Pulled",
-                            format!("Successfully pulled image \"{name}\""),
+                            format!("Successfully pulled image \"{image}\""),
                         )),
                     },
                     // Removed right after the pull: pull again on the next sync.
@@ -199,11 +215,11 @@ impl Images {
                             event: Some((
                                 "Warning",
                                 "Failed",
-                                format!("Failed to pull image \"{name}\": {message}"),
+                                format!("Failed to pull image \"{image}\": {message}"),
                             )),
                         };
                     }
-                    let msg = format!("Back-off pulling image \"{name}\": {message}");
+                    let msg = format!("Back-off pulling image \"{image}\": {message}");
                     return Outcome {
                         image: Err(waiting("ImagePullBackOff", msg.clone())),
                         event: (before == 1).then_some(("Normal", "BackOff", msg)),
@@ -228,24 +244,24 @@ impl Images {
             },
         );
         drop(pulls);
-        self.spawn_pull(name.to_string());
+        self.spawn_pull(name.to_string(), image.to_string(), pod_auth.clone());
         Outcome {
             image: Err(match &last_error {
                 Some(m) => waiting("ErrImagePull", m.clone()),
                 None => waiting("ContainerCreating", String::new()),
             }),
-            event: Some(("Normal", "Pulling", format!("Pulling image \"{name}\""))),
+            event: Some(("Normal", "Pulling", format!("Pulling image \"{image}\""))),
         }
     }
 
-    fn spawn_pull(&self, name: String) {
+    fn spawn_pull(&self, name: String, image: String, pod_auth: secrets::PodCredentials) {
         let this = self.clone();
         tokio::spawn(async move {
             let result = async {
-                let endpoints = registry::endpoints(&this.registries, &name)?;
+                let endpoints = registry::endpoints(&this.registries, &image, &pod_auth)?;
                 pull::pull(
                     &endpoints,
-                    &name,
+                    &image,
                     this.runtime.channel(),
                     this.runtime.namespace(),
                     &this.snapshotter,
@@ -283,6 +299,19 @@ impl Images {
             this.wake.notify_one();
         });
     }
+}
+
+/// The pull-state key: the image, plus the hosts and users of pod credentials.
+fn pull_key(image: &str, pod_auth: &secrets::PodCredentials) -> String {
+    let mut key = image.to_string();
+    for (host, auth) in pod_auth {
+        let user = match auth {
+            oci_client::secrets::RegistryAuth::Basic(u, _) => u.as_str(),
+            _ => "",
+        };
+        key.push_str(&format!(" {host}={user}"));
+    }
+    key
 }
 
 fn waiting(reason: &str, message: String) -> Observed {

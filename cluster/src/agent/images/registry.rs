@@ -45,8 +45,13 @@ fn is_loopback(host: &str) -> bool {
 }
 
 /// The endpoints for `image` in the order they are tried: mirrors, then the registry
-/// itself unless a mirror entry says `skipFallback`.
-pub fn endpoints(registries: &Registries, image: &str) -> Result<Vec<Endpoint>> {
+/// itself unless a mirror entry says `skipFallback`. Credentials from the pod's pull
+/// secrets (`pod_auth`, by host) come before those of the registries config.
+pub fn endpoints(
+    registries: &Registries,
+    image: &str,
+    pod_auth: &super::secrets::PodCredentials,
+) -> Result<Vec<Endpoint>> {
     // reqwest (under oci-client) takes the process-wide rustls provider.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let reference: Reference = image
@@ -65,24 +70,28 @@ pub fn endpoints(registries: &Registries, image: &str) -> Result<Vec<Endpoint>> 
         let host = rest.trim_end_matches('/').to_string();
         let mut r = reference.clone();
         r.set_mirror_registry(host.clone());
-        out.push(endpoint(registries, host, r, scheme == "http")?);
+        out.push(endpoint(registries, pod_auth, host, r, scheme == "http")?);
     }
     if !mirror.is_some_and(|m| m.skip_fallback) {
         let http = is_loopback(&registry);
-        out.push(endpoint(registries, registry, reference, http)?);
+        out.push(endpoint(registries, pod_auth, registry, reference, http)?);
     }
     Ok(out)
 }
 
 fn endpoint(
     registries: &Registries,
+    pod_auth: &super::secrets::PodCredentials,
     host: String,
     reference: Reference,
     http: bool,
 ) -> Result<Endpoint> {
     let settings = registries.config.get(&host).cloned().unwrap_or_default();
     Ok(Endpoint {
-        auth: auth(&settings).with_context(|| format!("registries config for {host}"))?,
+        auth: match pod_auth.get(&host) {
+            Some(a) => a.clone(),
+            None => auth(&settings).with_context(|| format!("registries config for {host}"))?,
+        },
         client: Client::new(
             client_config(&settings, http)
                 .with_context(|| format!("registries config for {host}: tls"))?,
@@ -163,16 +172,21 @@ config:
     auth: {username: u, password: p}
 ";
         let mut r: Registries = serde_yaml_ng::from_str(yaml).unwrap();
-        let e = endpoints(&r, "docker.io/library/busybox:1").unwrap();
+        let e = endpoints(&r, "docker.io/library/busybox:1", &Default::default()).unwrap();
         let hosts: Vec<&str> = e.iter().map(|e| e.host.as_str()).collect();
         assert_eq!(hosts, ["127.0.0.1:5001", "mirror.example", "docker.io"]);
         assert_eq!(e[0].reference.resolve_registry(), "127.0.0.1:5001");
         assert!(matches!(e[1].auth, RegistryAuth::Basic(ref u, _) if u == "u"));
         assert!(matches!(e[2].auth, RegistryAuth::Anonymous));
         r.mirrors.get_mut("docker.io").unwrap().skip_fallback = true;
-        assert_eq!(endpoints(&r, "busybox:1").unwrap().len(), 2);
+        assert_eq!(
+            endpoints(&r, "busybox:1", &Default::default())
+                .unwrap()
+                .len(),
+            2
+        );
         // Other registries have no mirror.
-        let e = endpoints(&r, "127.0.0.1:5000/app:1").unwrap();
+        let e = endpoints(&r, "127.0.0.1:5000/app:1", &Default::default()).unwrap();
         assert_eq!(e.len(), 1);
         assert_eq!(e[0].host, "127.0.0.1:5000");
     }
@@ -181,7 +195,7 @@ config:
     fn encoded_auth_is_decoded() {
         let yaml = "config:\n  r.example:\n    auth: {auth: dXNlcjpwYXNz}\n";
         let r: Registries = serde_yaml_ng::from_str(yaml).unwrap();
-        let e = endpoints(&r, "r.example/app:1").unwrap();
+        let e = endpoints(&r, "r.example/app:1", &Default::default()).unwrap();
         assert!(matches!(&e[0].auth, RegistryAuth::Basic(u, p) if u == "user" && p == "pass"));
     }
 }
