@@ -110,7 +110,10 @@ fn node_identity_and_client_certificates() {
     assert!(out.status.success(), "{out:?}");
     let out = kubectl_stdin(&s, &n1, &["create", "-f", "-"], &node("n3"));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("Forbidden"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("node \"n1\" is not allowed to modify node \"n3\""),
+        "{err}"
+    );
     as_n1(&["label", "node", "n1", "role=worker"]);
     let err = n1_fails(&["label", "node", "n2", "role=worker"]);
     assert!(

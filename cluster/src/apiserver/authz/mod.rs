@@ -75,25 +75,18 @@ fn admit_create(user: &UserInfo, a: &Attributes<'_>, body: &Value) -> ApiResult<
     if user.is_admin() || a.verb != "create" || a.subresource.is_some() {
         return Ok(());
     }
-    let own = match (a.group, a.resource) {
-        ("", "nodes") | ("coordination.k8s.io", "leases") => {
-            body["metadata"]["name"].as_str() == Some(node)
-        }
+    let name = body["metadata"]["name"].as_str().unwrap_or("");
+    // Upstream NodeRestriction's wording.
+    let denial = match (a.group, a.resource) {
+        ("", "nodes") if name != node => format!(
+            "nodes \"{name}\" is forbidden: node \"{node}\" is not allowed to modify node \"{name}\""
+        ),
+        ("coordination.k8s.io", "leases") if name != node => format!(
+            "leases.coordination.k8s.io \"{name}\" is forbidden: can only access node lease with the same name as the requesting node"
+        ),
         _ => return Ok(()),
     };
-    if own {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden(format!(
-            "{} is forbidden: node \"{node}\" may only create its own {}",
-            a.resource,
-            if a.resource == "nodes" {
-                "Node"
-            } else {
-                "Lease"
-            }
-        )))
-    }
+    Err(ApiError::forbidden(denial))
 }
 
 /// `system:basic-user`: self reviews (`kubectl auth can-i`, `kubectl auth whoami`).

@@ -4,7 +4,8 @@
 //! - read a secret, config map or service account only when a pod bound to the node uses it;
 //! - write only its own Node (and node status) and its own Lease in kube-node-lease;
 //! - update the status of, and delete, only pods bound to it;
-//! - create events.
+//! - create events, and publish LoadBalancer service addresses (services/status), because the
+//!   agent is also the service load balancer.
 
 use serde_json::Value;
 
@@ -45,6 +46,10 @@ pub async fn allows(api: &ApiServer, node: &str, a: &Attributes<'_>) -> ApiResul
                 }
         }
         ("", "events", None) => matches!(verb, "create" | "update" | "patch"),
+        // The agent also runs the service load balancer (as k3s's servicelb), which publishes
+        // the node addresses in a LoadBalancer service's status. Upstream has no such rule:
+        // there a separate controller identity does it.
+        ("", "services", Some("status")) => matches!(verb, "get" | "update" | "patch"),
         ("", "pods", Some("status")) if matches!(verb, "get" | "update" | "patch") => {
             bound_pod(api, node, a).await?.is_some()
         }
