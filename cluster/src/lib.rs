@@ -3,5 +3,6 @@ pub mod agent;
 pub mod apiserver;
 pub mod controllers;
 pub mod leader;
+pub mod proxy;
 pub mod scheduler;
 pub mod store;

@@ -7,6 +7,7 @@
 pub mod exec;
 pub mod images;
 pub mod logs;
+pub mod network;
 pub mod node;
 pub mod pods;
 pub mod probes;
@@ -61,6 +62,19 @@ pub struct Options {
     /// First CrashLoopBackOff delay in seconds (doubles per restart, up to 300 s).
     #[arg(long, default_value_t = 10)]
     pub crash_backoff_seconds: u64,
+    /// Pod network: `host` shares the node's network namespace; `bridge` gives each pod its
+    /// own namespace and IP from the node's pod CIDR on the bridge ros0.
+    #[arg(long, value_enum, default_value = "host")]
+    pub pod_network: network::Kind,
+    /// All pods' addresses (traffic from it to elsewhere is masqueraded; bridge network).
+    #[arg(long, default_value = "10.244.0.0/16")]
+    pub cluster_cidr: ipnet::Ipv4Net,
+    /// Where the pods' network namespaces are mounted (bridge network).
+    #[arg(long, default_value = "/run/ros/netns")]
+    pub netns_dir: PathBuf,
+    /// Run the service proxy (ClusterIP, NodePort, LoadBalancer) in nftables table `ip ros`.
+    #[arg(long)]
+    pub service_proxy: bool,
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -154,7 +168,12 @@ pub async fn run(opts: Options) -> Result<()> {
         Duration::from_secs(opts.image_pull_backoff_seconds.max(1)),
     );
     let probes = probes::Probes::new(runtime.clone());
+    let (pod_network, _network_tasks) = network_for(&opts, &client, &name);
+    let _proxy = opts
+        .service_proxy
+        .then(|| AbortOnDrop(tokio::spawn(crate::proxy::run(client.clone()))));
     let worker = pods::PodWorker {
+        network: pod_network,
         images,
         probes,
         client,
@@ -174,4 +193,40 @@ pub async fn run(opts: Options) -> Result<()> {
     log_server.abort();
     tracing::info!("agent stopping; containers keep running");
     result
+}
+
+/// The pod network `--pod-network` asks for, and its background tasks (node routes).
+fn network_for(
+    opts: &Options,
+    client: &kube::Client,
+    node: &str,
+) -> (
+    std::sync::Arc<dyn network::PodNetwork>,
+    Vec<AbortOnDrop<anyhow::Result<()>>>,
+) {
+    match opts.pod_network {
+        network::Kind::Host => (std::sync::Arc::new(network::HostNetwork), Vec::new()),
+        network::Kind::Bridge => {
+            let bridge = network::bridge::BridgeNetwork::new(
+                network::bridge::Config {
+                    node_name: node.to_string(),
+                    netns_dir: opts.netns_dir.clone(),
+                    ipam_path: opts.root_dir.join("network").join("ipam.json"),
+                    cluster_cidr: opts.cluster_cidr,
+                },
+                client.clone(),
+            );
+            let routes = AbortOnDrop(bridge.spawn_routes());
+            (std::sync::Arc::new(bridge), vec![routes])
+        }
+    }
+}
+
+/// Stops a background task when the agent stops (so the proxy's table guard runs).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

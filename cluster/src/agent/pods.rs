@@ -18,6 +18,7 @@ use serde_json::json;
 use tokio::sync::Notify;
 
 use super::images::{self, Images};
+use super::network::{self, PodNet, PodNetwork};
 use super::probes::{Probes, hooks};
 use super::runtime::{self, ContainerRuntime, PodContainer, TaskState};
 use super::spec;
@@ -35,6 +36,8 @@ pub struct PodWorker {
     pub images: Images,
     /// Startup, liveness and readiness probes of running containers.
     pub probes: Probes,
+    /// Gives pods their network namespace and IP (`--pod-network`).
+    pub network: Arc<dyn PodNetwork>,
     pub node_name: String,
     pub host_ip: String,
     pub root_dir: PathBuf,
@@ -124,6 +127,17 @@ impl PodWorker {
                     self.runtime.remove(&c.id).await?;
                 }
                 self.terminating.remove(&uid);
+                self.network.teardown(&uid).await?;
+            }
+        }
+        // Network state of pods that are gone and have no containers left.
+        for uid in self.network.pods().await? {
+            if !pods
+                .iter()
+                .any(|p| p.metadata.uid.as_deref() == Some(uid.as_str()))
+                && let Err(e) = self.network.teardown(&uid).await
+            {
+                tracing::warn!(%uid, error = format!("{e:#}"), "pod network cleanup");
             }
         }
         Ok(())
@@ -178,6 +192,7 @@ impl PodWorker {
             self.runtime.remove(&c.id).await?;
         }
         self.terminating.remove(&uid);
+        self.network.teardown(&uid).await?;
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
         let name = pod.metadata.name.clone().unwrap_or_default();
         let _ = std::fs::remove_dir_all(self.pod_log_dir(pod));
@@ -215,7 +230,14 @@ impl PodWorker {
                 containers.iter().filter(|x| x.name == c.name).collect();
             views.push(self.sync_container(pod, c, &attempts, &policy).await?);
         }
-        let want = status::pod_status(pod, &init_views, init, &views, &self.host_ip);
+        let mut want = status::pod_status(pod, &init_views, init, &views, &self.host_ip);
+        // (A setup error shows on the containers as ContainerCreating.)
+        if let Some(ip) = self.pod_net(pod).await.ok().and_then(|n| n.ip) {
+            want.pod_ip = Some(ip.to_string());
+            want.pod_ips = Some(vec![k8s_openapi::api::core::v1::PodIP {
+                ip: ip.to_string(),
+            }]);
+        }
         let old = serde_json::to_value(pod.status.clone().unwrap_or_default())?;
         let new = serde_json::to_value(&want)?;
         if old != new {
@@ -472,6 +494,21 @@ impl PodWorker {
         Ok(())
     }
 
+    /// The pod's network (made on first use; the node's own for hostNetwork pods).
+    async fn pod_net(&self, pod: &Pod) -> Result<PodNet> {
+        if network::host_network(pod) {
+            return Ok(PodNet::default());
+        }
+        let m = &pod.metadata;
+        self.network
+            .setup(
+                m.uid.as_deref().unwrap_or(""),
+                m.namespace.as_deref().unwrap_or(""),
+                m.name.as_deref().unwrap_or(""),
+            )
+            .await
+    }
+
     fn backoff(&self, attempt: u32) -> Duration {
         self.backoff_base
             .saturating_mul(1u32 << attempt.min(16))
@@ -524,7 +561,17 @@ impl PodWorker {
                 };
             }
         };
-        let spec = spec::runtime_spec(pod, c, &image.config, &self.host_ip, &cgroup, &env, mounts);
+        let mut spec =
+            spec::runtime_spec(pod, c, &image.config, &self.host_ip, &cgroup, &env, mounts);
+        match self.pod_net(pod).await {
+            Ok(net) => network::join(&mut spec, &net),
+            Err(e) => {
+                return Observed::Waiting {
+                    reason: "ContainerCreating".into(),
+                    message: Some(format!("{e:#}")),
+                };
+            }
+        }
         let labels: BTreeMap<String, String> = [
             (runtime::LABEL_POD_UID, uid.clone()),
             (
