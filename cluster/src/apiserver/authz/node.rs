@@ -121,11 +121,12 @@ pub fn references(spec: &Value, kind: &str) -> Vec<String> {
     };
     let list = |v: &Value| v.as_array().cloned().unwrap_or_default();
     if kind == "serviceaccounts" {
-        push(&spec["serviceAccountName"]);
-        if spec["serviceAccountName"].is_null() {
-            push(&spec["serviceAccount"]);
-        }
-        return out;
+        // A pod without one runs as its namespace's `default` account.
+        let sa = ["serviceAccountName", "serviceAccount"]
+            .iter()
+            .find_map(|f| spec[*f].as_str().filter(|s| !s.is_empty()))
+            .unwrap_or("default");
+        return vec![sa.to_string()];
     }
     let secret = kind == "secrets";
     let containers = ["containers", "initContainers", "ephemeralContainers"]
@@ -197,5 +198,9 @@ mod tests {
             ["c1", "c2", "c3", "kube-root-ca.crt"].map(String::from)
         );
         assert_eq!(references(&spec, "serviceaccounts"), ["robot".to_string()]);
+        assert_eq!(
+            references(&json!({"containers": []}), "serviceaccounts"),
+            ["default".to_string()]
+        );
     }
 }
