@@ -18,10 +18,12 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const NODE: &str = "n1";
 
+/// Fields drop in order: the agent stops first, so it cannot restart containers while
+/// containerd's guard removes them.
 struct Harness {
+    agent: Agent,
     server: Server,
     containerd: Containerd,
-    agent: Agent,
     root: tempfile::TempDir,
 }
 
