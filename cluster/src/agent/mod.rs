@@ -1,8 +1,9 @@
 //! The node agent (`cluster agent`): registers the Node, renews its Lease, and runs the
 //! pods bound to it through containerd.
 //!
-//! Not yet: projected
-//! volumes, probes, init containers, pod network (containers share the node's network).
+//! Images are pulled from OCI registries (`images/`); init containers, probes (`probes/`)
+//! and preStop hooks run as in the kubelet. Not yet: projected volumes, image garbage
+//! collection, postStart hooks.
 
 pub mod exec;
 pub mod images;

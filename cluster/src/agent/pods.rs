@@ -299,6 +299,7 @@ impl PodWorker {
                 exit_code,
                 finished_at,
             } => {
+                self.probes.forget(&latest.id);
                 let ended = Observed::Terminated {
                     exit_code,
                     started_at: latest.created_at,
@@ -372,6 +373,21 @@ impl PodWorker {
             .await;
         }
         outcome.image
+    }
+
+    /// The pod's network (made on first use; the node's own for hostNetwork pods).
+    async fn pod_net(&self, pod: &Pod) -> Result<PodNet> {
+        if network::host_network(pod) {
+            return Ok(PodNet::default());
+        }
+        let m = &pod.metadata;
+        self.network
+            .setup(
+                m.uid.as_deref().unwrap_or(""),
+                m.namespace.as_deref().unwrap_or(""),
+                m.name.as_deref().unwrap_or(""),
+            )
+            .await
     }
 
     /// SIGTERM to the pod's running containers, after their preStop hooks (run in the
@@ -475,38 +491,43 @@ impl PodWorker {
         view.started = found.started;
         view.ready = found.started && found.ready;
         if let Some(why) = found.failed {
-            tracing::info!(pod = pod.metadata.name.as_deref().unwrap_or(""), container = %c.name, %why, "killing container");
-            let mut reference = crate::controllers::events::reference("v1", "Pod", &pod.metadata);
-            reference.field_path = Some(format!("spec.containers{{{}}}", c.name));
-            let message = format!("Container {} {why}, will be restarted", c.name);
-            crate::controllers::events::record(
-                &self.client,
-                reference,
-                "Normal",
-                "Killing",
-                &message,
-                "kubelet",
-            )
-            .await;
-            self.runtime.kill(id, SIGKILL).await?;
             view.ready = false;
+            // Stopped as on deletion: preStop, SIGTERM, SIGKILL after the grace period.
+            let grace = Duration::from_secs(
+                pod.spec
+                    .as_ref()
+                    .and_then(|s| s.termination_grace_period_seconds)
+                    .unwrap_or(DEFAULT_GRACE_SECONDS)
+                    .max(0) as u64,
+            );
+            match self.probes.killing_since(id) {
+                None => {
+                    tracing::info!(pod = pod.metadata.name.as_deref().unwrap_or(""), container = %c.name, %why, "stopping container");
+                    let mut reference =
+                        crate::controllers::events::reference("v1", "Pod", &pod.metadata);
+                    reference.field_path = Some(format!("spec.containers{{{}}}", c.name));
+                    let message = format!("Container {} {why}, will be restarted", c.name);
+                    crate::controllers::events::record(
+                        &self.client,
+                        reference,
+                        "Normal",
+                        "Killing",
+                        &message,
+                        "kubelet",
+                    )
+                    .await;
+                    hooks::pre_stop_then_term(
+                        self.runtime.clone(),
+                        vec![(id.to_string(), c.clone())],
+                        ip,
+                        grace,
+                    );
+                }
+                Some(since) if since >= grace => self.runtime.kill(id, SIGKILL).await?,
+                Some(_) => {}
+            }
         }
         Ok(())
-    }
-
-    /// The pod's network (made on first use; the node's own for hostNetwork pods).
-    async fn pod_net(&self, pod: &Pod) -> Result<PodNet> {
-        if network::host_network(pod) {
-            return Ok(PodNet::default());
-        }
-        let m = &pod.metadata;
-        self.network
-            .setup(
-                m.uid.as_deref().unwrap_or(""),
-                m.namespace.as_deref().unwrap_or(""),
-                m.name.as_deref().unwrap_or(""),
-            )
-            .await
     }
 
     fn backoff(&self, attempt: u32) -> Duration {

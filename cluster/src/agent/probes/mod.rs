@@ -42,6 +42,8 @@ impl Drop for Tracker {
 pub struct Probes {
     runtime: ContainerRuntime,
     trackers: Arc<Mutex<HashMap<String, Arc<Tracker>>>>,
+    /// Containers being stopped after a failed probe, and since when.
+    killing: Arc<Mutex<HashMap<String, std::time::Instant>>>,
     /// Woken when a probe result changes, so the pod worker syncs at once.
     pub wake: Arc<Notify>,
 }
@@ -55,6 +57,7 @@ impl Probes {
         Probes {
             runtime,
             trackers: Arc::default(),
+            killing: Arc::default(),
             wake: Arc::new(Notify::new()),
         }
     }
@@ -103,6 +106,31 @@ impl Probes {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|id, _| running.contains(id));
+        self.killing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|id, _| running.contains(id));
+    }
+
+    /// Stops the probes of container `id` (it is no longer running).
+    pub fn forget(&self, id: &str) {
+        self.trackers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+    }
+
+    /// Records that container `id` is being stopped for a failed probe; `None` the first
+    /// time (start stopping it), then how long ago that was.
+    pub fn killing_since(&self, id: &str) -> Option<Duration> {
+        let mut k = self.killing.lock().unwrap_or_else(|e| e.into_inner());
+        match k.get(id) {
+            Some(t) => Some(t.elapsed()),
+            None => {
+                k.insert(id.to_string(), std::time::Instant::now());
+                None
+            }
+        }
     }
 }
 
