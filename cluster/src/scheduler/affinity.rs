@@ -8,28 +8,35 @@
 //! (namespace labels) is not evaluated: it selects nothing beyond the listed namespaces.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod, PodAffinityTerm};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use super::filter::NodeInfo;
 
-/// What the affinity checks need of a pod already placed on a node.
-#[derive(Debug, Clone, Default)]
-pub struct Placed {
-    pub namespace: String,
-    pub labels: BTreeMap<String, String>,
-    /// Its required anti-affinity terms (checked against pods that come later).
-    pub anti: Vec<PodAffinityTerm>,
-}
+/// A pod already placed on a node (shared with the informer cache, not copied).
+#[derive(Debug, Clone)]
+pub struct Placed(pub Arc<Pod>);
+
+static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
 
 impl Placed {
     pub fn of(pod: &Pod) -> Placed {
-        Placed {
-            namespace: pod.metadata.namespace.clone().unwrap_or_default(),
-            labels: pod.metadata.labels.clone().unwrap_or_default(),
-            anti: required_anti_affinity(pod).to_vec(),
-        }
+        Placed(Arc::new(pod.clone()))
+    }
+
+    pub fn namespace(&self) -> &str {
+        self.0.metadata.namespace.as_deref().unwrap_or_default()
+    }
+
+    pub fn labels(&self) -> &BTreeMap<String, String> {
+        self.0.metadata.labels.as_ref().unwrap_or(&NO_LABELS)
+    }
+
+    /// Its required anti-affinity terms (checked against pods that come later).
+    pub fn anti(&self) -> &[PodAffinityTerm] {
+        required_anti_affinity(&self.0)
     }
 }
 
@@ -83,19 +90,19 @@ pub fn selector_matches(sel: &LabelSelector, labels: &BTreeMap<String, String>) 
 pub fn term_selects(term: &PodAffinityTerm, owner_ns: &str, other: &Placed) -> bool {
     let listed = term.namespaces.as_deref().unwrap_or_default();
     let ns_ok = if !listed.is_empty() {
-        listed.iter().any(|n| *n == other.namespace)
+        listed.iter().any(|n| n == other.namespace())
     } else {
         match &term.namespace_selector {
             Some(s) if s.match_labels.is_none() && s.match_expressions.is_none() => true,
             Some(_) => false,
-            None => other.namespace == owner_ns,
+            None => other.namespace() == owner_ns,
         }
     };
     ns_ok
         && term
             .label_selector
             .as_ref()
-            .is_some_and(|s| selector_matches(s, &other.labels))
+            .is_some_and(|s| selector_matches(s, other.labels()))
 }
 
 fn label<'a>(node: &'a Node, key: &str) -> Option<&'a String> {
@@ -121,7 +128,7 @@ pub fn anti_index(all: &BTreeMap<String, NodeInfo>) -> AntiIndex {
         .flat_map(|(name, info)| {
             info.placed
                 .iter()
-                .filter(|p| !p.anti.is_empty())
+                .filter(|p| !p.anti().is_empty())
                 .map(move |p| (name.clone(), p.clone()))
         })
         .collect()
@@ -148,16 +155,16 @@ pub fn check(
         let near = domain(key, &candidate.node, all).any(|n| {
             n.placed
                 .iter()
-                .any(|o| term_selects(term, &me.namespace, o))
+                .any(|o| term_selects(term, me.namespace(), o))
         });
         if !near {
             // The first pod of a group that selects itself may start anywhere.
             let anywhere = all.values().any(|n| {
                 n.placed
                     .iter()
-                    .any(|o| term_selects(term, &me.namespace, o))
+                    .any(|o| term_selects(term, me.namespace(), o))
             });
-            if anywhere || !term_selects(term, &me.namespace, &me) {
+            if anywhere || !term_selects(term, me.namespace(), &me) {
                 return Err("node(s) didn't match pod affinity rules");
             }
         }
@@ -166,7 +173,7 @@ pub fn check(
         let clash = domain(&term.topology_key, &candidate.node, all).any(|n| {
             n.placed
                 .iter()
-                .any(|o| term_selects(term, &me.namespace, o))
+                .any(|o| term_selects(term, me.namespace(), o))
         });
         if clash {
             return Err("node(s) didn't match pod anti-affinity rules");
@@ -176,11 +183,11 @@ pub fn check(
         let Some(theirs) = all.get(node) else {
             continue;
         };
-        for term in &other.anti {
+        for term in other.anti() {
             let key = &term.topology_key;
             let same =
                 label(&theirs.node, key).is_some_and(|v| label(&candidate.node, key) == Some(v));
-            if same && term_selects(term, &other.namespace, &me) {
+            if same && term_selects(term, other.namespace(), &me) {
                 return Err("node(s) didn't satisfy existing pods anti-affinity rules");
             }
         }

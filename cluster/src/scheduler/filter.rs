@@ -2,6 +2,7 @@
 //! in the words kube-scheduler uses, so "0/3 nodes are available: ..." reads the same.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{
     Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, PodSpec, Taint, Toleration,
@@ -22,7 +23,7 @@ pub type HostPort = (String, i32, String);
 /// A node and what is already placed on it.
 #[derive(Debug, Clone)]
 pub struct NodeInfo {
-    pub node: Node,
+    pub node: Arc<Node>,
     pub requested: Request,
     pub pods: usize,
     pub host_ports: Vec<HostPort>,
@@ -30,11 +31,24 @@ pub struct NodeInfo {
     pub by_owner: HashMap<String, usize>,
     /// The placed pods' namespaces, labels and anti-affinity (for inter-pod affinity).
     pub placed: Vec<super::affinity::Placed>,
+    /// Allocatable cpu (milli), memory and pods, parsed once.
+    alloc: [Option<i128>; 3],
 }
 
 impl NodeInfo {
     pub fn new(node: Node) -> Self {
+        Self::from_shared(Arc::new(node))
+    }
+
+    /// From a node shared with the informer cache.
+    pub fn from_shared(node: Arc<Node>) -> Self {
+        let alloc = [
+            parse_allocatable(&node, "cpu"),
+            parse_allocatable(&node, "memory"),
+            parse_allocatable(&node, "pods"),
+        ];
         NodeInfo {
+            alloc,
             node,
             requested: Request::default(),
             pods: 0,
@@ -50,6 +64,12 @@ impl NodeInfo {
 
     /// Accounts for a pod placed on this node.
     pub fn add(&mut self, pod: &Pod) {
+        self.add_shared(Arc::new(pod.clone()));
+    }
+
+    /// `add` for a pod shared with the informer cache.
+    pub fn add_shared(&mut self, shared: Arc<Pod>) {
+        let pod = &*shared;
         let r = request(pod);
         self.requested.cpu_milli += r.cpu_milli;
         self.requested.memory += r.memory;
@@ -58,22 +78,31 @@ impl NodeInfo {
         if let Some(uid) = controller_uid(pod) {
             *self.by_owner.entry(uid).or_default() += 1;
         }
-        self.placed.push(super::affinity::Placed::of(pod));
+        self.placed.push(super::affinity::Placed(shared.clone()));
     }
 
     /// Allocatable (falling back to capacity) of `resource`, in milli-units for cpu.
     pub fn allocatable(&self, resource: &str) -> Option<i128> {
-        let status = self.node.status.as_ref()?;
-        let q = status
-            .allocatable
-            .as_ref()
-            .and_then(|a| a.get(resource))
-            .or_else(|| status.capacity.as_ref().and_then(|c| c.get(resource)))?;
-        if resource == "cpu" {
-            quantity::milli(&q.0)
-        } else {
-            quantity::units(&q.0)
+        match resource {
+            "cpu" => self.alloc[0],
+            "memory" => self.alloc[1],
+            "pods" => self.alloc[2],
+            _ => parse_allocatable(&self.node, resource),
         }
+    }
+}
+
+fn parse_allocatable(node: &Node, resource: &str) -> Option<i128> {
+    let status = node.status.as_ref()?;
+    let q = status
+        .allocatable
+        .as_ref()
+        .and_then(|a| a.get(resource))
+        .or_else(|| status.capacity.as_ref().and_then(|c| c.get(resource)))?;
+    if resource == "cpu" {
+        quantity::milli(&q.0)
+    } else {
+        quantity::units(&q.0)
     }
 }
 

@@ -121,7 +121,7 @@ impl State {
             .state()
             .iter()
             .map(|n| {
-                let info = NodeInfo::new((**n).clone());
+                let info = NodeInfo::from_shared(n.clone());
                 (info.name().to_string(), info)
             })
             .collect();
@@ -144,11 +144,11 @@ impl State {
                 self.assumed.remove(&uid);
                 self.reported.remove(&uid);
                 if !terminal && let Some(info) = infos.get_mut(&node) {
-                    info.add(p);
+                    info.add_shared(p.clone());
                 }
             } else if let Some(node) = self.assumed.get(&uid) {
                 if let Some(info) = infos.get_mut(node) {
-                    info.add(p);
+                    info.add_shared(p.clone());
                 }
             } else if pending(p) {
                 waiting.push(p.clone());

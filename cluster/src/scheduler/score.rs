@@ -12,7 +12,15 @@ const DEFAULT_MEMORY: i128 = 200 << 20;
 
 /// A score in 0..=200 (higher is better).
 pub fn score(pod: &Pod, info: &NodeInfo) -> i128 {
-    let want = filter::request(pod);
+    score_with(
+        filter::request(pod),
+        filter::controller_uid(pod).as_deref(),
+        info,
+    )
+}
+
+/// `score` with the pod's request and controller computed once by the caller.
+fn score_with(want: filter::Request, owner: Option<&str>, info: &NodeInfo) -> i128 {
     let free = |cap: Option<i128>, used: i128, want: i128| -> i128 {
         match cap {
             Some(cap) if cap > 0 => ((cap - used - want).max(0) * 100) / cap,
@@ -30,9 +38,9 @@ pub fn score(pod: &Pod, info: &NodeInfo) -> i128 {
         used_mem,
         want.memory.max(DEFAULT_MEMORY),
     )) / 2;
-    let spread = match filter::controller_uid(pod) {
+    let spread = match owner {
         Some(uid) => {
-            let same = *info.by_owner.get(&uid).unwrap_or(&0) as i128;
+            let same = *info.by_owner.get(uid).unwrap_or(&0) as i128;
             100 / (1 + same)
         }
         None => 100,
@@ -43,10 +51,14 @@ pub fn score(pod: &Pod, info: &NodeInfo) -> i128 {
 /// The best node among `feasible` (ties go to the fewest pods, then the name, so a batch of
 /// pods without requests still spreads deterministically).
 pub fn pick<'a>(pod: &Pod, feasible: &[&'a NodeInfo]) -> Option<&'a NodeInfo> {
-    feasible.iter().copied().max_by(|a, b| {
-        score(pod, a)
-            .cmp(&score(pod, b))
-            .then(b.pods.cmp(&a.pods))
-            .then(b.name().cmp(a.name()))
+    let want = filter::request(pod);
+    let owner = filter::controller_uid(pod);
+    let owner = owner.as_deref();
+    feasible.iter().copied().max_by_key(|n| {
+        (
+            score_with(want, owner, n),
+            std::cmp::Reverse(n.pods),
+            std::cmp::Reverse(n.name()),
+        )
     })
 }
