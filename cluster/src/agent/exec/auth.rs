@@ -51,3 +51,26 @@ pub fn may_exec(peer: Option<&CertificateDer<'_>>) -> bool {
     peer.and_then(|c| crate::apiserver::auth::user_from_certificate(c))
         .is_some_and(|u| u.is_admin())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apiserver::pki;
+    use rustls::pki_types::pem::PemObject;
+
+    fn der(pem: &str) -> CertificateDer<'static> {
+        CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn only_masters_certificates_may_exec() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = pki::load_or_create(dir.path(), &[]).unwrap();
+        let (api, _) = pki::issue_client_with(&ca, API_SERVER_CLIENT, &[pki::ADMIN_GROUP]).unwrap();
+        let (node, _) = pki::issue_client_with(&ca, "system:node:n1", &["system:nodes"]).unwrap();
+        assert!(may_exec(Some(&der(&api))));
+        assert!(!may_exec(Some(&der(&node))));
+        assert!(!may_exec(None));
+        assert!(client_verifier(&[der(&ca.ca_cert)]).is_ok());
+    }
+}
