@@ -116,6 +116,12 @@ fn role_bindings_grant_in_one_namespace_and_apply_tracks_owners() {
         "yes"
     );
     s.fail_with_kubeconfig(&robot, &["auth", "can-i", "get", "configmaps", "-n", "b"]);
+    let list = s.ok_with_kubeconfig(&robot, &["auth", "can-i", "--list", "-n", "a"]);
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("configmaps ") && l.contains("[get]")),
+        "{list}"
+    );
     // Removing the binding takes the grant away.
     s.ok(&["-n", "a", "delete", "rolebinding", "robot-reads"]);
     s.fail_with_kubeconfig(&robot, &["-n", "a", "get", "configmap", "cfg"]);

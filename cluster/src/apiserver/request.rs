@@ -31,6 +31,8 @@ pub enum Target {
     OpenApiV3(String),
     /// POST authorization.k8s.io/v1 selfsubjectaccessreviews (`kubectl auth can-i`).
     SelfSubjectAccessReview,
+    /// POST authorization.k8s.io/v1 selfsubjectrulesreviews (`kubectl auth can-i --list`).
+    SelfSubjectRulesReview,
     /// POST authentication.k8s.io/v1 selfsubjectreviews (`kubectl auth whoami`).
     SelfSubjectReview,
     Resource(ResourceRequest),
@@ -65,6 +67,12 @@ pub fn parse_path(path: &str) -> ApiResult<Target> {
             "v1",
             "selfsubjectaccessreviews",
         ] => Ok(Target::SelfSubjectAccessReview),
+        [
+            "apis",
+            "authorization.k8s.io",
+            "v1",
+            "selfsubjectrulesreviews",
+        ] => Ok(Target::SelfSubjectRulesReview),
         ["apis", "authentication.k8s.io", "v1", "selfsubjectreviews"] => {
             Ok(Target::SelfSubjectReview)
         }

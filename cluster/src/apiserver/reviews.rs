@@ -23,6 +23,15 @@ pub async fn answer(
             review["kind"] = json!("SelfSubjectReview");
             review["status"] = json!({"userInfo": {"username": user.name, "groups": user.groups}});
         }
+        Target::SelfSubjectRulesReview => {
+            review["apiVersion"] = json!("authorization.k8s.io/v1");
+            review["kind"] = json!("SelfSubjectRulesReview");
+            let ns = review["spec"]["namespace"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            review["status"] = super::authz::rules_review(api, user, &ns).await?;
+        }
         _ => {
             review["apiVersion"] = json!("authorization.k8s.io/v1");
             review["kind"] = json!("SelfSubjectAccessReview");

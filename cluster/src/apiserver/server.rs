@@ -164,7 +164,9 @@ async fn route(
     let target = request::parse_path(&path)?;
     if matches!(
         target,
-        Target::SelfSubjectAccessReview | Target::SelfSubjectReview
+        Target::SelfSubjectAccessReview
+            | Target::SelfSubjectRulesReview
+            | Target::SelfSubjectReview
     ) {
         if method != Method::POST {
             return Err(ApiError::method_not_allowed(format!(
@@ -264,7 +266,10 @@ fn simple(target: Target, accept: &str) -> ApiResult<Response<Body>> {
                 .ok_or_else(|| ApiError::path_not_found(&format!("/openapi/v3/{p}")))?
                 .to_vec(),
         ),
-        Target::Resource(_) | Target::SelfSubjectAccessReview | Target::SelfSubjectReview => {
+        Target::Resource(_)
+        | Target::SelfSubjectAccessReview
+        | Target::SelfSubjectRulesReview
+        | Target::SelfSubjectReview => {
             return Err(ApiError::internal("resource requests are routed elsewhere"));
         }
     })

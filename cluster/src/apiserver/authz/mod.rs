@@ -89,6 +89,63 @@ fn admit_create(user: &UserInfo, a: &Attributes<'_>, body: &Value) -> ApiResult<
     Err(ApiError::forbidden(denial))
 }
 
+/// SelfSubjectRulesReview's status: what `user` may do in `namespace` (`kubectl auth can-i
+/// --list`). The node authorizer's object-based rules are listed broadly, so a node's answer
+/// is marked incomplete.
+pub async fn rules_review(api: &ApiServer, user: &UserInfo, namespace: &str) -> ApiResult<Value> {
+    let rule = |groups: &[&str], resources: &[&str], verbs: &[&str]| serde_json::json!({"apiGroups": groups, "resources": resources, "verbs": verbs});
+    let mut rules = vec![
+        rule(
+            &["authorization.k8s.io"],
+            &["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
+            &["create"],
+        ),
+        rule(
+            &["authentication.k8s.io"],
+            &["selfsubjectreviews"],
+            &["create"],
+        ),
+    ];
+    let mut incomplete = false;
+    if user.is_admin() {
+        rules.insert(0, rule(&["*"], &["*"], &["*"]));
+    }
+    if user.node_name().is_some() {
+        incomplete = true;
+        rules.push(rule(
+            &[""],
+            &["pods", "services", "endpoints", "nodes"],
+            &["get", "list", "watch"],
+        ));
+        rules.push(rule(
+            &["discovery.k8s.io"],
+            &["endpointslices"],
+            &["get", "list", "watch"],
+        ));
+        rules.push(rule(&[""], &["events"], &["create", "update", "patch"]));
+    }
+    let ns = (!namespace.is_empty()).then_some(namespace);
+    rules.extend(rbac::rules_for(api, user, ns).await?);
+    let paths = [
+        "/api",
+        "/api/*",
+        "/apis",
+        "/apis/*",
+        "/healthz",
+        "/livez",
+        "/readyz",
+        "/version",
+        "/version/",
+        "/openapi",
+        "/openapi/*",
+    ];
+    Ok(serde_json::json!({
+        "resourceRules": rules,
+        "nonResourceRules": [{"verbs": ["get"], "nonResourceURLs": paths}],
+        "incomplete": incomplete,
+    }))
+}
+
 /// `system:basic-user`: self reviews (`kubectl auth can-i`, `kubectl auth whoami`).
 fn basic_user_allows(a: &Attributes<'_>) -> bool {
     a.verb == "create"

@@ -38,6 +38,36 @@ pub async fn allows(
     Ok(None)
 }
 
+/// Every rule granted to `user` by ClusterRoleBindings and, in `namespace`, RoleBindings.
+pub async fn rules_for(
+    api: &ApiServer,
+    user: &UserInfo,
+    namespace: Option<&str>,
+) -> ApiResult<Vec<Value>> {
+    let mut out = Vec::new();
+    let cluster = objects(api, "/registry/clusterrolebindings/").await?;
+    let mut bound: Vec<(Value, Option<&str>)> = cluster
+        .into_iter()
+        .filter(|b| binds(b, user))
+        .map(|b| (b, None))
+        .collect();
+    if let Some(ns) = namespace {
+        let local = objects(api, &format!("/registry/rolebindings/{ns}/")).await?;
+        bound.extend(
+            local
+                .into_iter()
+                .filter(|b| binds(b, user))
+                .map(|b| (b, Some(ns))),
+        );
+    }
+    for (b, ns) in bound {
+        if let Some(role) = role_for(api, &b, ns).await? {
+            out.extend(role["rules"].as_array().cloned().unwrap_or_default());
+        }
+    }
+    Ok(out)
+}
+
 fn reason(kind: &str, binding: &Value, role: &Value) -> String {
     let ns = binding["metadata"]["namespace"]
         .as_str()

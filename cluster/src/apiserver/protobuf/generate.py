@@ -22,7 +22,7 @@ ROOTS = [
     ("api/batch/v1", "Job"), ("api/coordination/v1", "Lease"), ("api/discovery/v1", "EndpointSlice"),
     ("api/networking/v1", "Ingress"), ("api/autoscaling/v1", "Scale"),
     ("apimachinery/pkg/apis/meta/v1", "DeleteOptions"), ("api/authentication/v1", "TokenRequest"),
-    ("api/authorization/v1", "SelfSubjectAccessReview"), ("api/authentication/v1", "SelfSubjectReview"),
+    ("api/authorization/v1", "SelfSubjectAccessReview"), ("api/authorization/v1", "SelfSubjectRulesReview"), ("api/authentication/v1", "SelfSubjectReview"),
 ] + [("api/rbac/v1", k) for k in ["Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"]]
 SCALARS = {"string": "Str", "int32": "I32", "int64": "I64", "bool": "Bool", "bytes": "Bytes", "double": "F64"}
 

@@ -589,6 +589,29 @@ pub static MESSAGES: &[Msg] = &[
         ],
     },
     Msg {
+        name: "api.authorization.v1.SelfSubjectRulesReview",
+        fields: &[
+            Field {
+                tag: 1,
+                json: "metadata",
+                ty: Ty::Msg("apimachinery.pkg.apis.meta.v1.ObjectMeta"),
+                repeated: false,
+            },
+            Field {
+                tag: 2,
+                json: "spec",
+                ty: Ty::Msg("api.authorization.v1.SelfSubjectRulesReviewSpec"),
+                repeated: false,
+            },
+            Field {
+                tag: 3,
+                json: "status",
+                ty: Ty::Msg("api.authorization.v1.SubjectRulesReviewStatus"),
+                repeated: false,
+            },
+        ],
+    },
+    Msg {
         name: "api.authentication.v1.SelfSubjectReview",
         fields: &[
             Field {
@@ -2369,6 +2392,44 @@ pub static MESSAGES: &[Msg] = &[
             },
             Field {
                 tag: 3,
+                json: "evaluationError",
+                ty: Ty::Str,
+                repeated: false,
+            },
+        ],
+    },
+    Msg {
+        name: "api.authorization.v1.SelfSubjectRulesReviewSpec",
+        fields: &[Field {
+            tag: 1,
+            json: "namespace",
+            ty: Ty::Str,
+            repeated: false,
+        }],
+    },
+    Msg {
+        name: "api.authorization.v1.SubjectRulesReviewStatus",
+        fields: &[
+            Field {
+                tag: 1,
+                json: "resourceRules",
+                ty: Ty::Msg("api.authorization.v1.ResourceRule"),
+                repeated: true,
+            },
+            Field {
+                tag: 2,
+                json: "nonResourceRules",
+                ty: Ty::Msg("api.authorization.v1.NonResourceRule"),
+                repeated: true,
+            },
+            Field {
+                tag: 3,
+                json: "incomplete",
+                ty: Ty::Bool,
+                repeated: false,
+            },
+            Field {
+                tag: 4,
                 json: "evaluationError",
                 ty: Ty::Str,
                 repeated: false,
@@ -4205,6 +4266,52 @@ pub static MESSAGES: &[Msg] = &[
                 json: "verb",
                 ty: Ty::Str,
                 repeated: false,
+            },
+        ],
+    },
+    Msg {
+        name: "api.authorization.v1.ResourceRule",
+        fields: &[
+            Field {
+                tag: 1,
+                json: "verbs",
+                ty: Ty::Str,
+                repeated: true,
+            },
+            Field {
+                tag: 2,
+                json: "apiGroups",
+                ty: Ty::Str,
+                repeated: true,
+            },
+            Field {
+                tag: 3,
+                json: "resources",
+                ty: Ty::Str,
+                repeated: true,
+            },
+            Field {
+                tag: 4,
+                json: "resourceNames",
+                ty: Ty::Str,
+                repeated: true,
+            },
+        ],
+    },
+    Msg {
+        name: "api.authorization.v1.NonResourceRule",
+        fields: &[
+            Field {
+                tag: 1,
+                json: "verbs",
+                ty: Ty::Str,
+                repeated: true,
+            },
+            Field {
+                tag: 2,
+                json: "nonResourceUrLs",
+                ty: Ty::Str,
+                repeated: true,
             },
         ],
     },
