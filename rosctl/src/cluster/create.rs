@@ -291,7 +291,9 @@ fn print_usage(plan: &Plan, state_dir: &std::path::Path, kubernetes: bool) {
     let rosconfig = state_dir.join(state::ROSCONFIG);
     let first = &plan.nodes[0];
     let rosctl = format!("rosctl --rosconfig {}", rosconfig.display());
-    println!("Cluster {} ({} nodes):", plan.name, plan.nodes.len());
+    let count = plan.nodes.len();
+    let plural = if count == 1 { "" } else { "s" };
+    println!("Cluster {} ({count} node{plural}):", plan.name);
     for n in &plan.nodes {
         println!(
             "  {:<16} {:<12} {:<12} machine API 127.0.0.1:{}{}",
