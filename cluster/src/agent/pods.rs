@@ -582,17 +582,25 @@ impl PodWorker {
                 };
             }
         };
-        let mut spec =
-            spec::runtime_spec(pod, c, &image.config, &self.host_ip, &cgroup, &env, mounts);
-        match self.pod_net(pod).await {
-            Ok(net) => network::join(&mut spec, &net),
+        let net = match self.pod_net(pod).await {
+            Ok(net) => net,
             Err(e) => {
                 return Observed::Waiting {
                     reason: "ContainerCreating".into(),
                     message: Some(format!("{e:#}")),
                 };
             }
-        }
+        };
+        // The pod's own address for `status.podIP` env (the node's with host networking).
+        let ips = spec::Addresses {
+            host: self.host_ip.clone(),
+            pod: net
+                .ip
+                .map(|ip| ip.to_string())
+                .unwrap_or_else(|| self.host_ip.clone()),
+        };
+        let mut spec = spec::runtime_spec(pod, c, &image.config, &ips, &cgroup, &env, mounts);
+        network::join(&mut spec, &net);
         let labels: BTreeMap<String, String> = [
             (runtime::LABEL_POD_UID, uid.clone()),
             (

@@ -50,13 +50,20 @@ pub fn argv(c: &Container, image_config: &Value) -> Vec<String> {
     }
 }
 
+/// The node's and the pod's addresses, for `status.hostIP` and `status.podIP`.
+#[derive(Clone, Debug, Default)]
+pub struct Addresses {
+    pub host: String,
+    pub pod: String,
+}
+
 /// Image env, then the container's env (later entries win, as in the kubelet). `valueFrom`
 /// is resolved for the pod's own fields (fieldRef) and from `refs` (ConfigMaps, Secrets).
 pub fn env(
     pod: &Pod,
     c: &Container,
     image_config: &Value,
-    host_ip: &str,
+    ips: &Addresses,
     refs: &RefEnv,
 ) -> Vec<String> {
     let mut out: Vec<(String, String)> = image_config["Env"]
@@ -79,7 +86,7 @@ pub fn env(
         } else if let Some(v) = &e.value {
             Some(v.clone())
         } else if let Some(f) = e.value_from.as_ref().and_then(|f| f.field_ref.as_ref()) {
-            field_value(pod, &f.field_path, host_ip)
+            field_value(pod, &f.field_path, ips)
         } else {
             None
         };
@@ -91,7 +98,7 @@ pub fn env(
     out.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
 }
 
-fn field_value(pod: &Pod, path: &str, host_ip: &str) -> Option<String> {
+fn field_value(pod: &Pod, path: &str, ips: &Addresses) -> Option<String> {
     let m = &pod.metadata;
     match path {
         "metadata.name" => m.name.clone(),
@@ -99,7 +106,8 @@ fn field_value(pod: &Pod, path: &str, host_ip: &str) -> Option<String> {
         "metadata.uid" => m.uid.clone(),
         "spec.nodeName" => pod.spec.as_ref()?.node_name.clone(),
         "spec.serviceAccountName" => pod.spec.as_ref()?.service_account_name.clone(),
-        "status.hostIP" | "status.podIP" => Some(host_ip.to_string()),
+        "status.hostIP" => Some(ips.host.clone()),
+        "status.podIP" => Some(ips.pod.clone()),
         _ => None,
     }
 }
@@ -237,7 +245,7 @@ pub fn runtime_spec(
     pod: &Pod,
     c: &Container,
     image_config: &Value,
-    host_ip: &str,
+    ips: &Addresses,
     cgroup_path: &str,
     refs: &RefEnv,
     volume_mounts: Vec<Value>,
@@ -267,7 +275,7 @@ pub fn runtime_spec(
             "terminal": false,
             "user": {"uid": uid, "gid": gid},
             "args": argv(c, image_config),
-            "env": env(pod, c, image_config, host_ip, refs),
+            "env": env(pod, c, image_config, ips, refs),
             "cwd": cwd,
             "capabilities": {
                 "bounding": caps, "effective": caps, "permitted": caps,
@@ -349,11 +357,16 @@ mod tests {
         let c = container(json!({"name": "c", "env": [
             {"name": "PATH", "value": "/x"},
             {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
         ]}));
+        let ips = Addresses {
+            host: "10.0.0.1".into(),
+            pod: "10.244.0.5".into(),
+        };
         let img = json!({"Env": ["PATH=/bin", "HOME=/"]});
         assert_eq!(
-            env(&pod, &c, &img, "10.0.0.1", &RefEnv::default()),
-            ["HOME=/", "PATH=/x", "POD=p"]
+            env(&pod, &c, &img, &ips, &RefEnv::default()),
+            ["HOME=/", "PATH=/x", "POD=p", "IP=10.244.0.5"]
         );
     }
 
