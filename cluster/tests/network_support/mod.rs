@@ -108,6 +108,46 @@ impl Netns {
         ns
     }
 
+    /// A new namespace with only lo (up).
+    pub fn bare(dir: &Path, name: &str) -> Netns {
+        need("ip", "iproute2");
+        let path = dir.join(name);
+        netns::create(&path).expect("creating a test network namespace (needs root)");
+        let ns = Netns { path };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// Links two namespaces with a veth pair: `eth0` with `a_addr` here, `eth0` with
+    /// `b_addr` in `other` (both up).
+    pub fn link_to(&self, a_addr: &str, other: &Netns, b_addr: &str) {
+        self.ip(&[
+            "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p",
+        ]);
+        // `ip link set ... netns` takes a PID: that of a short-lived process in `other`.
+        let mut holder = command_in(&other.path, "sleep")
+            .arg("30")
+            .spawn()
+            .expect("running sleep");
+        let moved = run_in(
+            &self.path,
+            "ip",
+            &["link", "set", "eth0p", "netns", &holder.id().to_string()],
+        );
+        let _ = holder.kill();
+        let _ = holder.wait();
+        assert!(
+            moved.status.success(),
+            "moving eth0p: {}",
+            String::from_utf8_lossy(&moved.stderr)
+        );
+        other.ip(&["link", "set", "eth0p", "name", "eth0"]);
+        self.ip(&["addr", "add", a_addr, "dev", "eth0"]);
+        other.ip(&["addr", "add", b_addr, "dev", "eth0"]);
+        self.ip(&["link", "set", "eth0", "up"]);
+        other.ip(&["link", "set", "eth0", "up"]);
+    }
+
     /// Runs `ip args` in the namespace; it must succeed. Returns stdout.
     pub fn ip(&self, args: &[&str]) -> String {
         let out = run_in(&self.path, "ip", args);
@@ -194,6 +234,11 @@ pub struct Server {
 
 impl Server {
     pub fn start(ns: &Path, dir: &Path) -> Server {
+        Server::start_on(ns, dir, "127.0.0.1:0")
+    }
+
+    /// A server listening on `listen` (an address of the namespace) inside `ns`.
+    pub fn start_on(ns: &Path, dir: &Path, listen: &str) -> Server {
         need(KUBECTL, "kubectl");
         let data = dir.join("server");
         let proc = spawn_cluster(
@@ -203,7 +248,7 @@ impl Server {
                 "--data-dir",
                 data.to_str().unwrap(),
                 "--listen",
-                "127.0.0.1:0",
+                listen,
             ],
             dir.join("server.log"),
         );
