@@ -63,8 +63,17 @@ where
     (reader, task)
 }
 
-/// Runs the proxy until the future is dropped.
+/// Runs the proxy until the future is dropped; an error that stops it is also logged (the
+/// agent runs it as a background task).
 pub async fn run(client: kube::Client) -> Result<()> {
+    let result = run_until_error(client).await;
+    if let Err(e) = &result {
+        tracing::error!(error = format!("{e:#}"), "service proxy stopped");
+    }
+    result
+}
+
+async fn run_until_error(client: kube::Client) -> Result<()> {
     nft::list_table("ros-probe").map_err(|e| e.context("service proxy"))?;
     let changed = Arc::new(Notify::new());
     let (services, t1) = watch::<Service>(&client, changed.clone());
