@@ -51,6 +51,8 @@ TEST_PACKAGES=(
   containerd:containerd
   runc:runc
   busybox-static:busybox
+  docker-registry:docker-registry
+  nftables:nft
   qemu-utils:qemu-img
   grub-common:grub-mkimage
   grub-efi-amd64-bin:/usr/lib/grub/x86_64-efi

@@ -75,6 +75,8 @@ fn default_binaries() -> Vec<ExtraBinary> {
         ),
         optional("/usr/sbin/runc", "/usr/bin/runc"),
         optional("/usr/bin/etcd", "/usr/bin/etcd"),
+        // the service proxy programs nftables through nft (see cluster/src/proxy/nft.rs)
+        optional("/usr/sbin/nft", "/usr/bin/nft"),
         optional("/usr/sbin/mkfs.xfs", "/usr/sbin/mkfs.xfs"),
         optional("/usr/sbin/mkfs.ext4", "/usr/sbin/mkfs.ext4"),
         optional("/usr/sbin/mkfs.vfat", "/usr/sbin/mkfs.vfat"),
