@@ -320,6 +320,11 @@ fn print_usage(plan: &Plan, state_dir: &std::path::Path, kubernetes: bool) {
             "  KUBECONFIG={} kubectl get nodes",
             state_dir.join(state::KUBECONFIG).display()
         );
+        println!(
+            "  {rosctl} -n {} health --kubeconfig {}",
+            first.api_target(),
+            state_dir.join(state::KUBECONFIG).display()
+        );
     }
     let select = super::select_flag(&plan.name, state_dir);
     println!("  rosctl cluster show {select}");

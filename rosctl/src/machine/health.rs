@@ -74,7 +74,38 @@ fn check(name: &'static str, r: Result<String, String>) -> Check {
     }
 }
 
-async fn client(kubeconfig: &str, server: Option<&str>) -> anyhow::Result<kube::Client> {
+/// True when `host` (a name, an IP or `IP:port`) is a loopback address or `localhost`.
+fn is_loopback(host: &str) -> bool {
+    let bare = host
+        .parse::<std::net::SocketAddr>()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|_| host.trim_matches(['[', ']']).to_string());
+    bare == "localhost"
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// A node reached through a forward on 127.0.0.1 (`rosctl cluster create`) hands out the
+/// cluster's own endpoint, which only the nodes' network reaches; dialling it from here would
+/// send traffic somewhere else entirely, so ask for the forwarded kubeconfig instead.
+fn refuse_unreachable_endpoint(node: &str, config: &kube::Config) -> anyhow::Result<()> {
+    let server_host = config.cluster_url.host().unwrap_or_default();
+    if is_loopback(node) && !is_loopback(server_host) {
+        anyhow::bail!(
+            "node {node} is reached through a local forward, but its kubeconfig points at {}; \
+             pass --kubeconfig (e.g. the one `rosctl cluster create` wrote) or --server",
+            config.cluster_url
+        );
+    }
+    Ok(())
+}
+
+async fn client(
+    kubeconfig: &str,
+    server: Option<&str>,
+    fetched_from: Option<&str>,
+) -> anyhow::Result<kube::Client> {
     let kc: kube::config::Kubeconfig =
         serde_yaml_ng::from_str(kubeconfig).map_err(|e| anyhow::anyhow!("kubeconfig: {e}"))?;
     let mut config =
@@ -85,6 +116,8 @@ async fn client(kubeconfig: &str, server: Option<&str>) -> anyhow::Result<kube::
         config.cluster_url = s
             .parse()
             .map_err(|e| anyhow::anyhow!("--server {s}: {e}"))?;
+    } else if let Some(node) = fetched_from {
+        refuse_unreachable_endpoint(node, &config)?;
     }
     config.connect_timeout = Some(Duration::from_secs(5));
     config.read_timeout = Some(Duration::from_secs(10));
@@ -246,6 +279,10 @@ fn print(checks: &[Check]) {
 }
 
 pub async fn health(t: &Targets, a: &HealthArgs) -> anyhow::Result<bool> {
+    let fetched_from = match &a.kubeconfig {
+        Some(_) => None,
+        None => t.nodes.first().map(String::as_str),
+    };
     let kubeconfig = match &a.kubeconfig {
         Some(p) => std::fs::read_to_string(p)
             .map_err(|e| anyhow::anyhow!("--kubeconfig {}: {e}", p.display()))?,
@@ -259,7 +296,7 @@ pub async fn health(t: &Targets, a: &HealthArgs) -> anyhow::Result<bool> {
                 .map_err(|_| anyhow::anyhow!("node {node}: the kubeconfig is not UTF-8"))?
         }
     };
-    let client = client(&kubeconfig, a.server.as_deref()).await?;
+    let client = client(&kubeconfig, a.server.as_deref(), fetched_from).await?;
     let Some(wait) = a.wait else {
         let checks = run_checks(&client).await;
         print(&checks);
@@ -296,5 +333,25 @@ mod tests {
         assert!(parse_duration("5x").is_err());
         assert!(parse_duration("5m3").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        assert!(is_loopback("127.0.0.1:46655"));
+        assert!(is_loopback("[::1]:50000"));
+        assert!(is_loopback("localhost"));
+        assert!(!is_loopback("10.5.0.2"));
+        assert!(!is_loopback("10.5.0.2:50000"));
+        assert!(!is_loopback("node.example"));
+    }
+
+    #[test]
+    fn a_forwarded_node_never_sends_us_to_the_cluster_endpoint() {
+        let mut config = kube::Config::new("https://10.5.0.2:6443".parse().unwrap());
+        let err = refuse_unreachable_endpoint("127.0.0.1:46655", &config).unwrap_err();
+        assert!(err.to_string().contains("pass --kubeconfig"), "{err}");
+        assert!(refuse_unreachable_endpoint("10.5.0.2:50000", &config).is_ok());
+        config.cluster_url = "https://127.0.0.1:34109".parse().unwrap();
+        assert!(refuse_unreachable_endpoint("127.0.0.1:46655", &config).is_ok());
     }
 }
