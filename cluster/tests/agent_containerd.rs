@@ -13,10 +13,12 @@ use serde_json::Value;
 
 const NODE: &str = "n1";
 
+/// Fields drop in order: the agent stops before containerd removes the tasks, so it cannot
+/// restart a container behind containerd's back and leave a shim running.
 struct Harness {
-    server: Server,
-    containerd: Containerd,
     agent: Option<Agent>,
+    containerd: Containerd,
+    server: Server,
     root: tempfile::TempDir,
 }
 

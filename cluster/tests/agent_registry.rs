@@ -15,13 +15,14 @@ use support_images::{Registry, TestImage};
 
 const NODE: &str = "n1";
 
+/// Fields drop in order: the agent stops before containerd removes the tasks.
 pub struct Harness {
-    pub server: Server,
+    pub agent: Agent,
     pub containerd: Containerd,
+    pub server: Server,
     pub registry: Registry,
     /// Demands user `puller`, password `s3cret` (given to the agent in its registries config).
     pub private: Registry,
-    pub agent: Agent,
     pub root: tempfile::TempDir,
 }
 
