@@ -13,8 +13,8 @@ mod network_support;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use agent_support::{Containerd, IMAGE};
-use network_support::{Netns, Proc, Server, http_get, need, run_in, spawn_cluster, wait_for};
+use agent_support::{Containerd, IMAGE, wait_for};
+use network_support::{Netns, Proc, Server, http_get, need, run_in, spawn_cluster};
 use serde_json::Value;
 
 const NODE: &str = "n1";

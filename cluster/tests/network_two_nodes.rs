@@ -9,8 +9,8 @@ mod network_support;
 
 use std::path::Path;
 
-use agent_support::{Containerd, IMAGE};
-use network_support::{Netns, Proc, Server, http_get, need, spawn_cluster, wait_for};
+use agent_support::{Containerd, IMAGE, wait_for};
+use network_support::{Netns, Proc, Server, http_get, need, spawn_cluster};
 
 fn agent(
     ns: &Netns,

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use cluster::agent::network::netns;
 
+use crate::agent_support::wait_for;
+
 pub const KUBECTL: &str = "/usr/bin/kubectl";
 pub const BUSYBOX: &str = "/bin/busybox";
 
@@ -318,26 +320,5 @@ impl Server {
         out.status
             .success()
             .then(|| serde_json::from_slice(&out.stdout).unwrap())
-    }
-}
-
-/// Polls `check` every 200 ms until it returns `Some`; panics with `what` and `context()`
-/// after 60 s.
-pub fn wait_for<T>(
-    what: &str,
-    context: impl Fn() -> String,
-    mut check: impl FnMut() -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}\n{}",
-            context()
-        );
-        std::thread::sleep(Duration::from_millis(200));
     }
 }
