@@ -57,11 +57,8 @@ pub(crate) fn check(c: &mut Checker, p: &FieldPath, cfg: &MachineConfig) {
 
     if let Some(time) = &m.time {
         for (i, s) in time.servers.iter().enumerate() {
-            if !is_host(s) {
-                c.err(
-                    p.key("time").key("servers").index(i),
-                    format!("{s:?} is neither an IP address nor a DNS name"),
-                );
+            if let Err(reason) = parse_host_port(s, 123) {
+                c.err(p.key("time").key("servers").index(i), reason);
             }
         }
     }

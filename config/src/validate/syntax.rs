@@ -45,6 +45,45 @@ pub fn is_host(s: &str) -> bool {
     parse_ip(s).is_some() || is_dns_name(s)
 }
 
+/// A server as `host`, `host:port`, an IP address or `[IPv6]:port`; the port is `default_port`
+/// when omitted. Returns the host (IPv6 without brackets) and the port, or why it is not one.
+pub fn parse_host_port(s: &str, default_port: u16) -> Result<(String, u16), String> {
+    if parse_ip(s).is_some() {
+        return Ok((s.to_string(), default_port));
+    }
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let (v6, after) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("{s:?} has an unclosed '['"))?;
+        if !matches!(parse_ip(v6), Some(IpAddr::V6(_))) {
+            return Err(format!("{v6:?} in brackets is not an IPv6 address"));
+        }
+        match after.strip_prefix(':') {
+            Some(port) => (v6, Some(port)),
+            None if after.is_empty() => (v6, None),
+            None => return Err(format!("{s:?}: expected [IPv6]:port")),
+        }
+    } else {
+        match s.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (s, None),
+        }
+    };
+    if !s.starts_with('[') && !is_host(host) {
+        return Err(format!(
+            "{s:?} is neither an IP address, a DNS name, nor host:port"
+        ));
+    }
+    let port = match port {
+        None => default_port,
+        Some(p) => match p.parse::<u16>() {
+            Ok(n) if n > 0 => n,
+            _ => return Err(format!("{s:?} has an invalid port {p:?} (1-65535)")),
+        },
+    };
+    Ok((host.to_string(), port))
+}
+
 /// Bootstrap/machine token format (as Talos and kubeadm): `[a-z0-9]{6}.[a-z0-9]{16}`.
 pub fn is_token(s: &str) -> bool {
     let ok = |p: &str, n: usize| {
@@ -173,6 +212,33 @@ mod tests {
         assert!(parse_cidr("10.0.0.300/24").is_none());
         assert!(parse_cidr("10.0.0.5").is_none());
         assert!(parse_cidr("10.0.0.5/33").is_none());
+    }
+
+    #[test]
+    fn host_ports() {
+        let ok = |s: &str| parse_host_port(s, 123).unwrap();
+        assert_eq!(ok("pool.ntp.org"), ("pool.ntp.org".into(), 123));
+        assert_eq!(ok("10.0.2.2:40123"), ("10.0.2.2".into(), 40123));
+        assert_eq!(
+            ok("time.example.com:1230"),
+            ("time.example.com".into(), 1230)
+        );
+        assert_eq!(ok("fd00::1"), ("fd00::1".into(), 123));
+        assert_eq!(ok("[fd00::1]:999"), ("fd00::1".into(), 999));
+        assert_eq!(ok("[fd00::1]"), ("fd00::1".into(), 123));
+        for bad in [
+            "",
+            "a b",
+            "host:0",
+            "host:70000",
+            "host:",
+            "[10.0.0.1]:5",
+            "[fd00::1",
+            ":123",
+            "bad_host",
+        ] {
+            assert!(parse_host_port(bad, 123).is_err(), "{bad:?} was accepted");
+        }
     }
 
     #[test]
