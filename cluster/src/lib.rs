@@ -3,6 +3,7 @@ pub mod agent;
 pub mod apiserver;
 pub mod controllers;
 pub mod leader;
+pub mod dns;
 pub mod proxy;
 pub mod scheduler;
 pub mod store;

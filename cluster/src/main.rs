@@ -45,6 +45,22 @@ enum Command {
         /// The key that signs service-account tokens (PEM) instead of a generated one.
         #[arg(long, value_name = "FILE")]
         service_account_key: Option<PathBuf>,
+        /// Run the cluster DNS server on this UDP and TCP address (port 0: any free port).
+        #[arg(long, value_name = "ADDR:PORT")]
+        dns_listen: Option<SocketAddr>,
+        /// The cluster DNS domain.
+        #[arg(long, default_value = "cluster.local")]
+        cluster_domain: String,
+        /// Resolvers for names outside the cluster (repeatable; default: resolv.conf's).
+        #[arg(long = "dns-upstream", value_name = "IP[:PORT]", value_parser = parse_upstream)]
+        dns_upstreams: Vec<SocketAddr>,
+        /// The resolv.conf whose nameservers are the upstreams when no --dns-upstream is given.
+        #[arg(long, default_value = "/etc/resolv.conf")]
+        resolv_conf: PathBuf,
+        /// This server's address in the kube-dns endpoints (default: the --dns-listen address,
+        /// or the address of the default route's interface).
+        #[arg(long, value_name = "IP")]
+        dns_advertise_address: Option<std::net::IpAddr>,
     },
     /// Run the node agent: register the Node and run its pods through containerd.
     Agent(cluster::agent::Options),
@@ -77,6 +93,11 @@ fn main() -> Result<()> {
                 ca_cert,
                 ca_key,
                 service_account_key,
+                dns_listen,
+                cluster_domain,
+                dns_upstreams,
+                resolv_conf,
+                dns_advertise_address,
             } => {
                 std::fs::create_dir_all(&data_dir)
                     .with_context(|| format!("creating {}", data_dir.display()))?;
@@ -109,6 +130,21 @@ fn main() -> Result<()> {
                 tokio::select! {
                     r = running.wait() => r,
                     _ = tokio::signal::ctrl_c() => Ok(()),
+                let _dns = match dns_listen {
+                    Some(listen) => Some(
+                        start_dns(
+                            &running.kubeconfig,
+                            listen,
+                            cluster_domain,
+                            dns_upstreams,
+                            &resolv_conf,
+                            dns_advertise_address,
+                            service_cidr,
+                        )
+                        .await?,
+                    ),
+                    None => None,
+                };
                     _ = sigterm() => Ok(()),
                 }
             }
@@ -143,6 +179,51 @@ fn install_given_pki(
 async fn sigterm() {
     match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(mut s) => {
+fn parse_upstream(s: &str) -> Result<SocketAddr, String> {
+    s.parse::<SocketAddr>()
+        .or_else(|_| {
+            s.parse::<std::net::IpAddr>()
+                .map(|ip| SocketAddr::new(ip, 53))
+        })
+        .map_err(|_| format!("--dns-upstream {s:?}: expected IP or IP:PORT"))
+}
+
+/// Starts the cluster DNS server and keeps the kube-dns Service pointing at it.
+async fn start_dns(
+    kubeconfig: &std::path::Path,
+    listen: SocketAddr,
+    domain: String,
+    upstreams: Vec<SocketAddr>,
+    resolv_conf: &std::path::Path,
+    advertise: Option<std::net::IpAddr>,
+    service_cidr: ipnet::Ipv4Net,
+) -> Result<cluster::dns::Running> {
+    let client = cluster::controllers::manager::client_from_kubeconfig(kubeconfig).await?;
+    let upstreams = if upstreams.is_empty() {
+        cluster::dns::forward::nameservers_of(resolv_conf)
+    } else {
+        upstreams
+    };
+    let opts = cluster::dns::Options {
+        listen,
+        domain,
+        upstreams,
+    };
+    let running = cluster::dns::start(client.clone(), opts).await?;
+    let address = advertise
+        .or_else(|| (!listen.ip().is_unspecified()).then(|| listen.ip()))
+        .or_else(cluster::dns::service::default_ip)
+        .context("--dns-advertise-address: not given and no default route to take it from")?;
+    let publish = cluster::dns::service::Publish {
+        cluster_ip: cluster::dns::service::cluster_dns_ip(service_cidr)
+            .context("--service-cidr: too small for the cluster DNS address (its 10th)")?,
+        address,
+        port: running.addr.port(),
+    };
+    tokio::spawn(cluster::dns::service::run(client, publish));
+    Ok(running)
+}
+
             s.recv().await;
         }
         Err(_) => std::future::pending().await,

@@ -5,6 +5,7 @@
 //! and preStop hooks run as in the kubelet. Not yet: projected volumes, image garbage
 //! collection, postStart hooks.
 
+pub mod dns_config;
 pub mod exec;
 pub mod images;
 pub mod logs;
@@ -79,6 +80,16 @@ pub struct Options {
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
+    /// The cluster DNS server pods with dnsPolicy ClusterFirst use (repeatable; none: the
+    /// node's resolv.conf).
+    #[arg(long = "cluster-dns", value_name = "IP")]
+    pub cluster_dns: Vec<std::net::IpAddr>,
+    /// The cluster domain, in pods' DNS search path.
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
+    /// The node's resolv.conf (for dnsPolicy Default and host-network pods).
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    pub resolv_conf: PathBuf,
     s.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .ok_or_else(|| format!("--node-label {s:?}: expected key=value"))
@@ -120,6 +131,13 @@ pub async fn run(opts: Options) -> Result<()> {
     let client = client_from_kubeconfig(&opts.kubeconfig).await?;
     let runtime = runtime::ContainerRuntime::connect(
         &opts.containerd_socket,
+    dns_config::init(dns_config::Settings {
+        cluster_dns: opts.cluster_dns.clone(),
+        cluster_domain: opts.cluster_domain.clone(),
+        host_resolv_conf: opts.resolv_conf.clone(),
+        host_hosts: "/etc/hosts".into(),
+        root_dir: opts.root_dir.clone(),
+    });
         CONTAINERD_NAMESPACE,
         &opts.snapshotter,
     )

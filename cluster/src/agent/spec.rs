@@ -313,6 +313,7 @@ pub fn runtime_spec(
     });
     if let Some(m) = spec["mounts"].as_array_mut() {
         m.extend(volume_mounts);
+        super::dns_config::add_mounts(m, pod, &ips.pod);
     }
     if privileged {
         spec["linux"]["maskedPaths"] = json!([]);
