@@ -2,8 +2,8 @@
 pub mod agent;
 pub mod apiserver;
 pub mod controllers;
-pub mod leader;
 pub mod dns;
+pub mod leader;
 pub mod proxy;
 pub mod scheduler;
 pub mod store;

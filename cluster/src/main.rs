@@ -127,9 +127,6 @@ fn main() -> Result<()> {
                     };
                     cluster::controllers::manager::spawn(client, copts, Default::default());
                 }
-                tokio::select! {
-                    r = running.wait() => r,
-                    _ = tokio::signal::ctrl_c() => Ok(()),
                 let _dns = match dns_listen {
                     Some(listen) => Some(
                         start_dns(
@@ -145,6 +142,9 @@ fn main() -> Result<()> {
                     ),
                     None => None,
                 };
+                tokio::select! {
+                    r = running.wait() => r,
+                    _ = tokio::signal::ctrl_c() => Ok(()),
                     _ = sigterm() => Ok(()),
                 }
             }
@@ -176,9 +176,6 @@ fn install_given_pki(
     )
 }
 
-async fn sigterm() {
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut s) => {
 fn parse_upstream(s: &str) -> Result<SocketAddr, String> {
     s.parse::<SocketAddr>()
         .or_else(|_| {
@@ -224,6 +221,9 @@ async fn start_dns(
     Ok(running)
 }
 
+async fn sigterm() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut s) => {
             s.recv().await;
         }
         Err(_) => std::future::pending().await,

@@ -77,9 +77,6 @@ pub struct Options {
     /// Run the service proxy (ClusterIP, NodePort, LoadBalancer) in nftables table `ip ros`.
     #[arg(long)]
     pub service_proxy: bool,
-}
-
-fn parse_label(s: &str) -> Result<(String, String), String> {
     /// The cluster DNS server pods with dnsPolicy ClusterFirst use (repeatable; none: the
     /// node's resolv.conf).
     #[arg(long = "cluster-dns", value_name = "IP")]
@@ -90,6 +87,9 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
     /// The node's resolv.conf (for dnsPolicy Default and host-network pods).
     #[arg(long, default_value = "/etc/resolv.conf")]
     pub resolv_conf: PathBuf,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .ok_or_else(|| format!("--node-label {s:?}: expected key=value"))
@@ -128,9 +128,6 @@ pub async fn run(opts: Options) -> Result<()> {
         .to_string();
     std::fs::create_dir_all(&opts.root_dir)
         .with_context(|| format!("--root-dir {}", opts.root_dir.display()))?;
-    let client = client_from_kubeconfig(&opts.kubeconfig).await?;
-    let runtime = runtime::ContainerRuntime::connect(
-        &opts.containerd_socket,
     dns_config::init(dns_config::Settings {
         cluster_dns: opts.cluster_dns.clone(),
         cluster_domain: opts.cluster_domain.clone(),
@@ -138,6 +135,9 @@ pub async fn run(opts: Options) -> Result<()> {
         host_hosts: "/etc/hosts".into(),
         root_dir: opts.root_dir.clone(),
     });
+    let client = client_from_kubeconfig(&opts.kubeconfig).await?;
+    let runtime = runtime::ContainerRuntime::connect(
+        &opts.containerd_socket,
         CONTAINERD_NAMESPACE,
         &opts.snapshotter,
     )
