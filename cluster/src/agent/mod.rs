@@ -52,6 +52,9 @@ pub struct Options {
     /// Node labels, key=value (repeatable).
     #[arg(long = "node-label", value_parser = parse_label)]
     pub labels: Vec<(String, String)>,
+    /// Node taints, key=value:Effect or key:Effect (repeatable); merged into the Node's.
+    #[arg(long = "node-taint", value_parser = node::parse_taint)]
+    pub taints: Vec<node::Taint>,
     /// Port of the node's HTTPS log endpoint (the kubelet port), on the node IP (0: any free).
     #[arg(long, default_value_t = node::KUBELET_PORT)]
     pub kubelet_port: u16,
@@ -157,6 +160,7 @@ pub async fn run(opts: Options) -> Result<()> {
         ip: ip.clone(),
         port,
         labels: opts.labels.iter().cloned().collect::<BTreeMap<_, _>>(),
+        taints: opts.taints.clone(),
         machine,
     };
     agent.register().await?;

@@ -74,12 +74,103 @@ pub struct NodeAgent {
     /// Port of the log endpoint, reported as the kubelet endpoint.
     pub port: u16,
     pub labels: BTreeMap<String, String>,
+    /// Taints from the machine config (`--node-taint`), merged into the Node's own.
+    pub taints: Vec<Taint>,
     pub machine: MachineInfo,
 }
 
+/// A node taint as `--node-taint` gives it: `key=value:Effect` or `key:Effect`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Taint {
+    pub key: String,
+    pub value: Option<String>,
+    pub effect: String,
+}
+
+const TAINT_EFFECTS: [&str; 3] = ["NoSchedule", "PreferNoSchedule", "NoExecute"];
+
+/// Parses one `--node-taint` value; the error names the flag and what is wrong.
+pub fn parse_taint(s: &str) -> Result<Taint, String> {
+    let bad =
+        |why: &str| format!("--node-taint {s:?}: {why} (expected key=value:Effect or key:Effect)");
+    let (kv, effect) = s.rsplit_once(':').ok_or_else(|| bad("no effect"))?;
+    if !TAINT_EFFECTS.contains(&effect) {
+        return Err(bad(&format!(
+            "effect {effect:?} is not one of {}",
+            TAINT_EFFECTS.join(", ")
+        )));
+    }
+    let (key, value) = match kv.split_once('=') {
+        Some((k, v)) => (k, Some(v.to_string())),
+        None => (kv, None),
+    };
+    let name = key.rsplit('/').next().unwrap_or("");
+    let valid_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if name.is_empty()
+        || name.len() > 63
+        || !name.chars().all(valid_char)
+        || key.split('/').count() > 2
+        || !name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        || !name.ends_with(|c: char| c.is_ascii_alphanumeric())
+    {
+        return Err(bad(&format!("{key:?} is not a valid taint key")));
+    }
+    if value
+        .as_deref()
+        .is_some_and(|v| v.len() > 63 || !v.chars().all(valid_char))
+    {
+        return Err(bad("the value is not a valid label value"));
+    }
+    Ok(Taint {
+        key: key.to_string(),
+        value: value.filter(|v| !v.is_empty()),
+        effect: effect.to_string(),
+    })
+}
+
+impl Taint {
+    fn to_json(&self) -> Value {
+        let mut t = json!({"key": self.key, "effect": self.effect});
+        if let Some(v) = &self.value {
+            t["value"] = json!(v);
+        }
+        t
+    }
+}
+
+/// `existing` (the Node's `spec.taints`) with `ours` added: a taint with the same key and
+/// effect is replaced by ours (the machine config decides its value), every other one (the
+/// node-lifecycle controller's, an admin's) is kept. None when nothing changes.
+pub fn merge_taints(existing: &[Value], ours: &[Taint]) -> Option<Vec<Value>> {
+    let mut merged: Vec<Value> = existing.to_vec();
+    let mut changed = false;
+    for t in ours {
+        let want = t.to_json();
+        match merged
+            .iter_mut()
+            .find(|e| e["key"] == t.key.as_str() && e["effect"] == t.effect.as_str())
+        {
+            Some(e)
+                if e.get("value")
+                    .and_then(Value::as_str)
+                    .filter(|v| !v.is_empty())
+                    == t.value.as_deref() => {}
+            Some(e) => {
+                *e = want;
+                changed = true;
+            }
+            None => {
+                merged.push(want);
+                changed = true;
+            }
+        }
+    }
+    changed.then_some(merged)
+}
+
 impl NodeAgent {
-    /// Creates the Node when it does not exist (an existing one is kept: its spec and
-    /// labels may have been changed by the cluster).
+    /// Creates the Node when it does not exist. An existing one is kept (its spec and
+    /// labels may have been changed by the cluster); only our taints are merged into it.
     pub async fn register(&self) -> Result<()> {
         let nodes: Api<Node> = Api::all(self.client.clone());
         if nodes
@@ -88,7 +179,7 @@ impl NodeAgent {
             .context("reading the Node")?
             .is_some()
         {
-            return Ok(());
+            return self.merge_taints(&nodes).await;
         }
         let mut labels = self.labels.clone();
         labels.insert("kubernetes.io/hostname".into(), self.name.clone());
@@ -97,15 +188,49 @@ impl NodeAgent {
             "kubernetes.io/arch".into(),
             super::runtime::host_arch().into(),
         );
+        let mut spec = json!({});
+        if !self.taints.is_empty() {
+            spec["taints"] = self.taints.iter().map(Taint::to_json).collect();
+        }
         let node: Node = serde_json::from_value(json!({
             "metadata": {"name": self.name, "labels": labels},
-            "spec": {},
+            "spec": spec,
         }))?;
         match nodes.create(&PostParams::default(), &node).await {
             Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 409 => self.merge_taints(&nodes).await,
             Err(e) => Err(e).context("creating the Node"),
         }
+    }
+
+    /// Adds our taints to the existing Node, keeping the ones others set (a replace at the
+    /// read resourceVersion, retried on conflict).
+    async fn merge_taints(&self, nodes: &Api<Node>) -> Result<()> {
+        if self.taints.is_empty() {
+            return Ok(());
+        }
+        for _ in 0..5 {
+            let node = nodes.get(&self.name).await.context("reading the Node")?;
+            let mut value = serde_json::to_value(&node)?;
+            let existing = value["spec"]["taints"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let Some(merged) = merge_taints(&existing, &self.taints) else {
+                return Ok(());
+            };
+            value["spec"]["taints"] = Value::Array(merged);
+            let node: Node = serde_json::from_value(value)?;
+            match nodes
+                .replace(&self.name, &PostParams::default(), &node)
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                Err(e) => return Err(e).context("adding the --node-taint taints to the Node"),
+            }
+        }
+        anyhow::bail!("adding the --node-taint taints to the Node: it kept changing (conflicts)")
     }
 
     /// The status this node reports; `runtime` is containerd's version or why it is down.
@@ -240,6 +365,57 @@ impl NodeAgent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn taint_flags_parse_with_and_without_a_value() {
+        assert_eq!(
+            parse_taint("dedicated=db:NoSchedule"),
+            Ok(Taint {
+                key: "dedicated".into(),
+                value: Some("db".into()),
+                effect: "NoSchedule".into()
+            })
+        );
+        let t = parse_taint("example.com/gpu:NoExecute").unwrap();
+        assert_eq!(
+            (t.key.as_str(), t.value, t.effect.as_str()),
+            ("example.com/gpu", None, "NoExecute")
+        );
+        for (bad, why) in [
+            ("dedicated=db", "no effect"),
+            ("k=v:Sometimes", "effect \"Sometimes\" is not one of"),
+            (":NoSchedule", "not a valid taint key"),
+            ("a b=v:NoSchedule", "not a valid taint key"),
+            ("k=v v:NoSchedule", "not a valid label value"),
+        ] {
+            let e = parse_taint(bad).unwrap_err();
+            assert!(
+                e.starts_with("--node-taint") && e.contains(why),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn our_taints_merge_without_dropping_others() {
+        let lifecycle = json!({"key": "node.kubernetes.io/unreachable", "effect": "NoExecute", "timeAdded": "2026-11-26T00:00:00Z"});
+        let old_ours = json!({"key": "dedicated", "value": "web", "effect": "NoSchedule"});
+        let ours = vec![
+            parse_taint("dedicated=db:NoSchedule").unwrap(),
+            parse_taint("gpu:PreferNoSchedule").unwrap(),
+        ];
+        let merged = merge_taints(&[lifecycle.clone(), old_ours], &ours).unwrap();
+        assert_eq!(
+            merged,
+            vec![
+                lifecycle.clone(),
+                json!({"key": "dedicated", "value": "db", "effect": "NoSchedule"}),
+                json!({"key": "gpu", "effect": "PreferNoSchedule"}),
+            ]
+        );
+        assert_eq!(merge_taints(&merged, &ours), None);
+        assert_eq!(merge_taints(&[lifecycle], &[]), None);
+    }
 
     #[test]
     fn parses_meminfo_and_os_release() {
