@@ -54,13 +54,36 @@ async fn resources_are_listed_and_watched() {
 
     let addrs = admin
         .list_resources(ListResourcesRequest {
-            r#type: "addresses".into(),
+            r#type: "addressspec".into(),
         })
         .await
         .unwrap()
         .into_inner();
     let ids: Vec<String> = addrs.resources.iter().map(|r| r.id.clone()).collect();
     assert_eq!(ids, vec!["eth0/10.5.0.2/24"]);
+    // The status: what the (fake) system has on its links once the controller applied it.
+    let on_links = eventually("the static address on eth0 in the Addresses status", || {
+        let mut c = admin.clone();
+        async move {
+            let list = c
+                .list_resources(ListResourcesRequest {
+                    r#type: "addresses".into(),
+                })
+                .await
+                .ok()?
+                .into_inner();
+            (!list.resources.is_empty()).then_some(list.resources)
+        }
+    })
+    .await;
+    assert_eq!(on_links.len(), 1, "{on_links:?}");
+    assert_eq!(on_links[0].r#type, "Addresses");
+    assert_eq!(on_links[0].id, "eth0/10.5.0.2/24");
+    assert!(
+        on_links[0].spec_json.contains(r#""source":"static""#),
+        "{}",
+        on_links[0].spec_json
+    );
     let routes = admin
         .list_resources(ListResourcesRequest {
             r#type: "routes".into(),

@@ -76,6 +76,9 @@ impl Api {
 
     /// Refreshes resources that are read on demand rather than maintained by controllers.
     fn refresh(&self, kind: &str) {
+        if kind == "Addresses" {
+            crate::controllers::address_status::refresh(&self.machine);
+        }
         if kind == "Disks"
             && let Ok(disks) = sysinfo::disks(Path::new("/sys"))
         {
@@ -574,18 +577,21 @@ impl MachineService for Api {
         &self,
         _req: Request<pb::TimeRequest>,
     ) -> Result<Response<pb::TimeReply>, Status> {
-        let servers = self
-            .machine
-            .resources
-            .get("TimeServers", "timeservers")
+        let status = self.machine.resources.get("TimeStatus", "node");
+        let servers = status
+            .as_ref()
             .and_then(|r| serde_json::from_value::<Vec<String>>(r.spec["servers"].clone()).ok())
             .unwrap_or_default();
+        let synced = status
+            .as_ref()
+            .and_then(|r| r.spec["synced"].as_bool())
+            .unwrap_or(false);
         Ok(Response::new(pb::TimeReply {
             node: self.node(),
-            local_time: crate::clock::now_rfc3339(),
+            // The clock time sync disciplines (the dev system's is simulated).
+            local_time: crate::clock::rfc3339_from_nanos(self.machine.system.now_nanos()),
             servers,
-            // No SNTP client yet: the clock is never reported as synchronised.
-            synced: false,
+            synced,
         }))
     }
 

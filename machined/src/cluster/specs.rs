@@ -97,6 +97,18 @@ fn first_v4(ranges: &[String]) -> Option<&String> {
     })
 }
 
+/// The cluster DNS address: the 10th address of the first IPv4 service range (as k3s).
+pub fn cluster_dns_ip(cfg: &MachineConfig) -> Option<std::net::Ipv4Addr> {
+    let cidr = first_v4(&cfg.cluster.network.service_subnets)?;
+    let (addr, len) = cidr.split_once('/')?;
+    let (addr, len): (std::net::Ipv4Addr, u32) = (addr.parse().ok()?, len.parse().ok()?);
+    if len > 28 {
+        return None; // too small to hold a 10th address
+    }
+    let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+    Some(std::net::Ipv4Addr::from((u32::from(addr) & mask) + 10))
+}
+
 /// Where the server answers locally (for its health check and the local agent).
 pub fn local_server_url(listen: SocketAddr) -> String {
     let ip = if listen.ip().is_unspecified() {
@@ -146,6 +158,17 @@ pub fn server(
     }
     for san in server_sans(cfg, hostname) {
         args.extend(["--tls-san".into(), san]);
+    }
+    // Cluster DNS on port 53 of the node (never in dev mode, which has no pod network).
+    if programs.pod_network {
+        args.extend(["--dns-listen".into(), "0.0.0.0:53".into()]);
+        args.extend([
+            "--cluster-domain".into(),
+            cfg.cluster.network.dns_domain.clone(),
+        ]);
+        if let Some(ip) = first_address(cfg) {
+            args.extend(["--dns-advertise-address".into(), ip]);
+        }
     }
     ServiceSpec {
         id: SERVER.into(),
@@ -204,6 +227,7 @@ pub struct AgentFeatures {
     pub registries_config: bool,
     pub pod_network: bool,
     pub service_proxy: bool,
+    pub cluster_dns: bool,
 }
 
 impl AgentFeatures {
@@ -214,6 +238,7 @@ impl AgentFeatures {
             registries_config: help.contains("--registries-config"),
             pod_network: help.contains("--pod-network"),
             service_proxy: help.contains("--service-proxy"),
+            cluster_dns: help.contains("--cluster-dns"),
         }
     }
 }
@@ -272,6 +297,15 @@ pub fn agent(
     }
     if programs.pod_network && features.service_proxy {
         args.push("--service-proxy".into());
+    }
+    if programs.pod_network && features.cluster_dns {
+        if let Some(ip) = cluster_dns_ip(cfg) {
+            args.extend(["--cluster-dns".into(), ip.to_string()]);
+        }
+        args.extend([
+            "--cluster-domain".into(),
+            cfg.cluster.network.dns_domain.clone(),
+        ]);
     }
     args.extend(programs.agent_args.iter().cloned());
     let mut depends_on = vec![CONTAINERD.to_string()];
@@ -350,6 +384,9 @@ mod tests {
             after(&unnamed.args, "--tls-san"),
             ["10.5.0.2", "api.example.com"]
         );
+        assert_eq!(after(&s.args, "--dns-listen"), ["0.0.0.0:53"]);
+        assert_eq!(after(&s.args, "--cluster-domain"), ["cluster.local"]);
+        assert_eq!(after(&s.args, "--dns-advertise-address"), ["10.5.0.2"]);
         let hc = s.health.unwrap();
         assert_eq!(hc.url, "https://127.0.0.1:6443/readyz");
     }
@@ -375,12 +412,14 @@ mod tests {
         assert!(after(&none.args, "--registries-config").is_empty());
         assert_eq!(none.depends_on, ["containerd"]);
         let all = AgentFeatures::from_help(
-            "  --node-taint <T>\n  --registries-config <F>\n  --pod-network <N>\n  --service-proxy\n",
+            "  --node-taint <T>\n  --registries-config <F>\n  --pod-network <N>\n  --service-proxy\n  --cluster-dns <IP>\n",
         );
         let s = agent(&cfg, &paths, &programs(), "w1", &all, true);
         assert_eq!(after(&s.args, "--pod-network"), ["bridge"]);
         assert_eq!(after(&s.args, "--cluster-cidr"), ["10.244.0.0/16"]);
         assert!(s.args.iter().any(|a| a == "--service-proxy"));
+        assert_eq!(after(&s.args, "--cluster-dns"), ["10.96.0.10"]);
+        assert_eq!(after(&s.args, "--cluster-domain"), ["cluster.local"]);
         let dev = Programs {
             pod_network: false,
             ..programs()
@@ -388,6 +427,7 @@ mod tests {
         let s_dev = agent(&cfg, &paths, &dev, "w1", &all, true);
         assert!(after(&s_dev.args, "--pod-network").is_empty());
         assert!(!s_dev.args.iter().any(|a| a == "--service-proxy"));
+        assert!(after(&s_dev.args, "--cluster-dns").is_empty());
         assert_eq!(after(&s.args, "--node-taint"), ["dedicated=db:NoSchedule"]);
         assert_eq!(
             after(&s.args, "--registries-config"),
@@ -408,6 +448,15 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("snapshotter.v1.overlayfs"), "{text}");
+    }
+
+    #[test]
+    fn cluster_dns_is_the_tenth_service_address() {
+        let mut cfg = config("");
+        cfg.cluster.network.service_subnets = vec!["fd00::/108".into(), "10.43.7.0/16".into()];
+        assert_eq!(cluster_dns_ip(&cfg), Some("10.43.0.10".parse().unwrap()));
+        cfg.cluster.network.service_subnets = vec!["10.0.0.0/30".into()];
+        assert_eq!(cluster_dns_ip(&cfg), None);
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! the `System` trait, idempotently, retrying with backoff until they succeed or the config
 //! changes.
 
+pub mod address_status;
 mod derive;
+pub mod timesync;
 
 pub use derive::{Desired, derive};
 
@@ -18,6 +20,8 @@ pub fn retry_delay(attempt: u32) -> Duration {
 
 /// Runs the controllers until machined exits.
 pub fn spawn(machine: Arc<Machine>) {
+    address_status::spawn(machine.clone());
+    timesync::spawn(machine.clone());
     tokio::spawn(async move {
         let mut config = machine.watch_config();
         loop {
@@ -29,6 +33,7 @@ pub fn spawn(machine: Arc<Machine>) {
             loop {
                 let failures = apply(&machine, &desired);
                 record(&machine, &failures, attempt);
+                address_status::refresh(&machine);
                 if failures.is_empty() {
                     break;
                 }
@@ -83,7 +88,7 @@ fn publish(machine: &Machine, d: &Desired) {
     }
     store.replace_all("Links", links);
     store.replace_all(
-        "Addresses",
+        "AddressSpec",
         d.links
             .iter()
             .flat_map(|l| {

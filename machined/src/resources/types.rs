@@ -58,9 +58,16 @@ pub const TYPES: &[ResourceTypeInfo] = &[
         true,
     ),
     t(
+        "AddressSpec",
+        &["addressspec", "addressspecs"],
+        "static addresses the config puts on links",
+        false,
+        true,
+    ),
+    t(
         "Addresses",
-        &["addresses", "address", "addr", "addressspec"],
-        "static addresses per link",
+        &["addresses", "address", "addr", "addressstatus"],
+        "addresses on the links now (static and DHCP), from the kernel",
         false,
         true,
     ),
@@ -82,6 +89,13 @@ pub const TYPES: &[ResourceTypeInfo] = &[
         "TimeServers",
         &["timeservers", "timeserver", "ntp"],
         "NTP servers",
+        false,
+        false,
+    ),
+    t(
+        "TimeStatus",
+        &["timestatus", "timesync", "ts"],
+        "SNTP time sync: synchronised, server, offset, last sync, error",
         false,
         false,
     ),
@@ -132,6 +146,8 @@ mod tests {
     fn aliases_resolve_case_insensitively() {
         assert_eq!(canonical_type("mc").unwrap().name, "MachineConfig");
         assert_eq!(canonical_type("ADDRESSES").unwrap().name, "Addresses");
+        assert_eq!(canonical_type("addressspec").unwrap().name, "AddressSpec");
+        assert_eq!(canonical_type("timestatus").unwrap().name, "TimeStatus");
         assert!(canonical_type("nonsense").is_none());
     }
 }

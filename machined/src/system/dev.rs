@@ -1,9 +1,9 @@
 //! Dev-mode system: records every effect instead of touching the host. The records are readable
 //! by tests and appear in the node's kernel log (`rosctl dmesg`) prefixed with `dev:`.
 
-use super::{PowerAction, RouteSpec, SysResult, System, SystemError};
+use super::{ClockAdjustment, LinkAddress, PowerAction, RouteSpec, SysResult, System, SystemError};
 use crate::logbuf::LogBuffer;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 pub struct DevSystem {
@@ -12,6 +12,10 @@ pub struct DevSystem {
     /// Effect name -> how many more calls fail (fault injection for retry tests).
     failures: Mutex<HashMap<String, u32>>,
     kmsg: LogBuffer,
+    /// Addresses "on" each link: what `ensure_addresses` added.
+    addresses: Mutex<BTreeMap<String, Vec<String>>>,
+    /// The simulated clock's distance from the host's (the host clock is never touched).
+    clock_offset_ns: Mutex<i128>,
 }
 
 impl DevSystem {
@@ -23,6 +27,8 @@ impl DevSystem {
             effects: Mutex::new(Vec::new()),
             failures: Mutex::new(HashMap::new()),
             kmsg,
+            addresses: Mutex::new(BTreeMap::new()),
+            clock_offset_ns: Mutex::new(0),
         }
     }
 
@@ -79,7 +85,15 @@ impl System for DevSystem {
         self.record(
             "addresses",
             format!("addresses {link} [{}]", cidrs.join(", ")),
-        )
+        )?;
+        let mut all = self.addresses.lock().expect("addresses lock");
+        let on_link = all.entry(link.to_string()).or_default();
+        for cidr in cidrs {
+            if !on_link.contains(cidr) {
+                on_link.push(cidr.clone());
+            }
+        }
+        Ok(())
     }
 
     fn ensure_routes(&self, routes: &[RouteSpec]) -> SysResult {
@@ -106,6 +120,37 @@ impl System for DevSystem {
             "timeservers",
             format!("timeservers [{}]", servers.join(", ")),
         )
+    }
+
+    fn now_nanos(&self) -> i128 {
+        super::host_clock_nanos() + *self.clock_offset_ns.lock().expect("clock lock")
+    }
+
+    fn adjust_clock(&self, adj: ClockAdjustment) -> SysResult {
+        let how = if adj.step { "step" } else { "slew" };
+        self.record(
+            "clock",
+            format!("clock {how} {}", super::sntp::format_offset(adj.offset_ns)),
+        )?;
+        // A slew would take a while; the simulation applies it at once.
+        *self.clock_offset_ns.lock().expect("clock lock") += adj.offset_ns;
+        Ok(())
+    }
+
+    fn addresses(&self) -> Result<Vec<LinkAddress>, SystemError> {
+        let all = self.addresses.lock().expect("addresses lock");
+        Ok(all
+            .iter()
+            .flat_map(|(link, cidrs)| {
+                cidrs.iter().map(move |cidr| LinkAddress {
+                    link: link.clone(),
+                    address: cidr.clone(),
+                    family: if cidr.contains(':') { "inet6" } else { "inet" }.to_string(),
+                    scope: "global".to_string(),
+                    dhcp: false,
+                })
+            })
+            .collect())
     }
 
     fn set_sysctl(&self, key: &str, value: &str) -> SysResult {
@@ -152,11 +197,38 @@ mod tests {
         sys.set_hostname("a").unwrap();
         assert_eq!(sys.hostname(), "a");
         assert_eq!(sys.effects(), vec!["hostname a"]);
+        sys.ensure_addresses("eth0", &["10.0.0.2/24".into()])
+            .unwrap();
+        sys.ensure_addresses("eth0", &["10.0.0.2/24".into()])
+            .unwrap();
+        let addrs = sys.addresses().unwrap();
+        assert_eq!(addrs.len(), 1);
+        assert_eq!(
+            (addrs[0].link.as_str(), addrs[0].address.as_str()),
+            ("eth0", "10.0.0.2/24")
+        );
         assert!(
             sys.kernel_log()
                 .lines()
                 .iter()
                 .any(|l| l == "dev: hostname a")
         );
+    }
+
+    #[test]
+    fn clock_adjustments_move_only_the_simulated_clock() {
+        let sys = DevSystem::new("h");
+        let host_before = super::super::host_clock_nanos();
+        sys.adjust_clock(ClockAdjustment {
+            offset_ns: 3_600_000_000_000,
+            step: true,
+        })
+        .unwrap();
+        let host_after = super::super::host_clock_nanos();
+        let simulated = sys.now_nanos();
+        assert!(simulated >= host_before + 3_600_000_000_000);
+        // The host clock did not move by an hour.
+        assert!(host_after - host_before < 3_600_000_000_000);
+        assert_eq!(sys.effects(), vec!["clock step +3600.000s"]);
     }
 }

@@ -303,8 +303,8 @@ fn rand_xid() -> u32 {
     nanos ^ std::process::id().rotate_left(16)
 }
 
-/// Applies a lease: address, default route, resolvers.
-fn apply(link: &str, lease: &Lease, write_resolvers: &dyn Fn(&[Ipv4Addr])) -> Result<(), String> {
+/// Applies a lease: address and default route (the caller hears of it to use its resolvers).
+fn apply(link: &str, lease: &Lease) -> Result<(), String> {
     netlink::add_addresses(link, &[lease.cidr()]).map_err(|e| e.to_string())?;
     if let Some(gw) = lease.router {
         let route = RouteSpec {
@@ -315,14 +315,12 @@ fn apply(link: &str, lease: &Lease, write_resolvers: &dyn Fn(&[Ipv4Addr])) -> Re
         };
         netlink::add_routes(&[route]).map_err(|e| e.to_string())?;
     }
-    if !lease.dns.is_empty() {
-        write_resolvers(&lease.dns);
-    }
     Ok(())
 }
 
-/// Runs the client on `link` forever (call on a dedicated runtime).
-pub async fn run(link: String, log: impl Fn(String), write_resolvers: impl Fn(&[Ipv4Addr])) {
+/// Runs the client on `link` forever (call on a dedicated runtime). `on_lease` hears of each
+/// lease applied (resolvers, the address status) and of its loss (`None`).
+pub async fn run(link: String, log: impl Fn(String), on_lease: impl Fn(Option<&Lease>)) {
     let log = |m: String| log(format!("dhcp {link}: {m}"));
     if let Err(e) = netlink::link_up(&link, None) {
         log(format!("cannot set the link up: {e}"));
@@ -337,13 +335,16 @@ pub async fn run(link: String, log: impl Fn(String), write_resolvers: impl Fn(&[
     loop {
         let mut lease = acquire(&sock, mac, &log).await;
         loop {
-            match apply(&link, &lease, &write_resolvers) {
-                Ok(()) => log(format!(
-                    "bound {} via {:?} for {:?}",
-                    lease.cidr(),
-                    lease.router,
-                    lease.lease
-                )),
+            match apply(&link, &lease) {
+                Ok(()) => {
+                    on_lease(Some(&lease));
+                    log(format!(
+                        "bound {} via {:?} for {:?}",
+                        lease.cidr(),
+                        lease.router,
+                        lease.lease
+                    ))
+                }
                 Err(e) => log(format!("applying lease {}: {e}", lease.cidr())),
             }
             let bound_at = tokio::time::Instant::now();
@@ -390,6 +391,7 @@ pub async fn run(link: String, log: impl Fn(String), write_resolvers: impl Fn(&[
                 None => {
                     log(format!("lease {} lost; starting over", lease.cidr()));
                     let _ = netlink::del_address(&link, &lease.cidr());
+                    on_lease(None);
                     break;
                 }
             }

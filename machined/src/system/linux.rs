@@ -1,6 +1,9 @@
 //! Real system effects on a booted node (used only outside dev mode, i.e. inside the image).
 
-use super::{PowerAction, RouteSpec, SysResult, System, SystemError, dhcp, netlink, power};
+use super::{
+    ClockAdjustment, LinkAddress, PowerAction, RouteSpec, SysResult, System, SystemError, dhcp,
+    netlink, power,
+};
 use crate::logbuf::LogBuffer;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -14,6 +17,8 @@ pub struct LinuxSystem {
     init_socket: PathBuf,
     kmsg: LogBuffer,
     dhcp_links: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Link -> the address of its current DHCP lease.
+    leases: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
 }
 
 impl LinuxSystem {
@@ -42,6 +47,7 @@ impl LinuxSystem {
             init_socket,
             kmsg,
             dhcp_links: Default::default(),
+            leases: Default::default(),
         }
     }
 }
@@ -114,6 +120,28 @@ impl System for LinuxSystem {
         )
     }
 
+    fn now_nanos(&self) -> i128 {
+        super::host_clock_nanos()
+    }
+
+    fn adjust_clock(&self, adj: ClockAdjustment) -> SysResult {
+        super::adjtime::adjust(adj).map_err(|e| SystemError::new("clock", e))
+    }
+
+    fn addresses(&self) -> Result<Vec<LinkAddress>, SystemError> {
+        let leases = self.leases.lock().expect("leases lock").clone();
+        Ok(netlink::list_addresses()?
+            .into_iter()
+            .map(|(link, address, v6, scope)| LinkAddress {
+                dhcp: leases.get(&link) == Some(&address),
+                link,
+                address,
+                family: if v6 { "inet6" } else { "inet" }.to_string(),
+                scope,
+            })
+            .collect())
+    }
+
     fn set_sysctl(&self, key: &str, value: &str) -> SysResult {
         let path = format!("/proc/sys/{}", key.replace('.', "/"));
         std::fs::write(&path, value).map_err(|e| SystemError::new(format!("sysctl {key}"), e))
@@ -154,6 +182,7 @@ impl System for LinuxSystem {
             return Ok(());
         }
         let link = link.to_string();
+        let leases = self.leases.clone();
         let started = std::thread::Builder::new()
             .name(format!("dhcp-{link}"))
             .spawn(move || {
@@ -163,11 +192,23 @@ impl System for LinuxSystem {
                 else {
                     return;
                 };
+                let lease_link = link.clone();
                 rt.block_on(dhcp::run(
                     link,
                     |m| tracing::info!("{m}"),
-                    |dns| {
-                        let servers: Vec<String> = dns.iter().map(|d| d.to_string()).collect();
+                    move |lease| {
+                        let mut all = leases.lock().expect("leases lock");
+                        let Some(lease) = lease else {
+                            all.remove(&lease_link);
+                            return;
+                        };
+                        all.insert(lease_link.clone(), lease.cidr());
+                        drop(all);
+                        if lease.dns.is_empty() {
+                            return;
+                        }
+                        let servers: Vec<String> =
+                            lease.dns.iter().map(|d| d.to_string()).collect();
                         let text: String = servers
                             .iter()
                             .map(|s| format!("nameserver {s}\n"))

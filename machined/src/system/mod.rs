@@ -1,6 +1,7 @@
 //! System effects behind a trait: the real Linux implementation runs on a booted node, the dev
 //! implementation records what would have happened (so machined is testable on any host).
 
+mod adjtime;
 pub mod debug;
 mod dev;
 pub mod dhcp;
@@ -8,6 +9,7 @@ pub mod disks;
 mod linux;
 pub mod netlink;
 pub mod power;
+pub mod sntp;
 
 pub use dev::DevSystem;
 pub use linux::LinuxSystem;
@@ -22,6 +24,36 @@ pub struct RouteSpec {
     pub network: String,
     pub gateway: Option<String>,
     pub metric: Option<u32>,
+}
+
+/// An address present on a link (what the kernel has, not what the config asks for).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkAddress {
+    pub link: String,
+    /// `10.0.2.15/24`.
+    pub address: String,
+    /// `inet` or `inet6`.
+    pub family: String,
+    /// `global`, `link` or `host`.
+    pub scope: String,
+    /// Put there by this node's DHCP client (the current lease).
+    pub dhcp: bool,
+}
+
+/// A correction of the wall clock by `offset_ns` nanoseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClockAdjustment {
+    pub offset_ns: i128,
+    /// Jump at once (large offsets); otherwise slew: run slightly fast or slow until corrected.
+    pub step: bool,
+}
+
+/// The host's real wall clock in nanoseconds since the Unix epoch (read only).
+pub fn host_clock_nanos() -> i128 {
+    match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => d.as_nanos() as i128,
+        Err(e) => -(e.duration().as_nanos() as i128),
+    }
 }
 
 /// A power action.
@@ -74,6 +106,12 @@ pub trait System: Send + Sync + 'static {
     fn ensure_routes(&self, routes: &[RouteSpec]) -> SysResult;
     fn set_resolvers(&self, servers: &[String]) -> SysResult;
     fn set_time_servers(&self, servers: &[String]) -> SysResult;
+    /// The wall clock, in nanoseconds since the Unix epoch (the dev system's is simulated).
+    fn now_nanos(&self) -> i128;
+    /// Corrects the wall clock (time sync) and marks the kernel's clock synchronised.
+    fn adjust_clock(&self, adjustment: ClockAdjustment) -> SysResult;
+    /// The addresses on the links now (static and DHCP ones).
+    fn addresses(&self) -> Result<Vec<LinkAddress>, SystemError>;
     fn set_sysctl(&self, key: &str, value: &str) -> SysResult;
     fn write_file(&self, path: &str, content: &str, mode: u32, append: bool) -> SysResult;
     /// Ethernet links present (where DHCP runs when the config names no interfaces).

@@ -67,6 +67,56 @@ pub fn ethernet_links() -> Result<Vec<String>, SystemError> {
     })
 }
 
+/// Every address on every link as (link, `address/prefix`, is IPv6, scope), sorted.
+pub fn list_addresses() -> Result<Vec<(String, String, bool, String)>, SystemError> {
+    use rtnetlink::packet_route::address::{AddressAttribute, AddressScope};
+    with_handle("addresses", |handle| async move {
+        let mut names = std::collections::HashMap::new();
+        let mut links = handle.link().get().execute();
+        while let Some(msg) = links.try_next().await.map_err(|e| e.to_string())? {
+            for attr in &msg.attributes {
+                if let LinkAttribute::IfName(name) = attr {
+                    names.insert(msg.header.index, name.clone());
+                }
+            }
+        }
+        let mut out = Vec::new();
+        let mut addrs = handle.address().get().execute();
+        while let Some(msg) = addrs.try_next().await.map_err(|e| e.to_string())? {
+            // IPv4 puts the interface's own address in Local (Address is the peer on
+            // point-to-point links); IPv6 only has Address.
+            let mut addr = None;
+            for attr in &msg.attributes {
+                match attr {
+                    AddressAttribute::Local(ip) => addr = Some(*ip),
+                    AddressAttribute::Address(ip) if addr.is_none() => addr = Some(*ip),
+                    _ => {}
+                }
+            }
+            let Some(addr) = addr else { continue };
+            let link = names
+                .get(&msg.header.index)
+                .cloned()
+                .unwrap_or_else(|| format!("if{}", msg.header.index));
+            let scope = match msg.header.scope {
+                AddressScope::Universe => "global".to_string(),
+                AddressScope::Site => "site".to_string(),
+                AddressScope::Link => "link".to_string(),
+                AddressScope::Host => "host".to_string(),
+                other => format!("{other:?}").to_lowercase(),
+            };
+            out.push((
+                link,
+                format!("{addr}/{}", msg.header.prefix_len),
+                addr.is_ipv6(),
+                scope,
+            ));
+        }
+        out.sort();
+        Ok(out)
+    })
+}
+
 /// The link's hardware (MAC) address.
 pub fn hardware_address(link: &str) -> Result<Vec<u8>, SystemError> {
     let link = link.to_string();
@@ -269,6 +319,15 @@ mod tests {
             assert!(
                 routes.contains("10.10.0.0/16 via 10.9.0.2 dev lo"),
                 "{routes}"
+            );
+            let listed = list_addresses().unwrap();
+            assert!(
+                listed.contains(&("lo".into(), "10.9.0.1/24".into(), false, "global".into())),
+                "{listed:?}"
+            );
+            assert!(
+                listed.contains(&("lo".into(), "127.0.0.1/8".into(), false, "host".into())),
+                "{listed:?}"
             );
             del_address("lo", "10.9.0.1/24").unwrap();
             assert!(!ip(&["-4", "addr", "show", "dev", "lo"]).contains("10.9.0.1"));
