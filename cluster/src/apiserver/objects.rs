@@ -38,6 +38,7 @@ pub fn normalize(kind: &str, v: Value) -> Result<Value, String> {
         "Deployment" => roundtrip::<apps::v1::Deployment>(v),
         "ReplicaSet" => roundtrip::<apps::v1::ReplicaSet>(v),
         "DaemonSet" => roundtrip::<apps::v1::DaemonSet>(v),
+        "ControllerRevision" => roundtrip::<apps::v1::ControllerRevision>(v),
         "Job" => roundtrip::<batch::v1::Job>(v),
         "Lease" => roundtrip::<coordination::v1::Lease>(v),
         "EndpointSlice" => roundtrip::<discovery::v1::EndpointSlice>(v),

@@ -26,6 +26,7 @@ fn register(generator: &mut SchemaGenerator, kind: &str) -> Option<Value> {
         "Deployment" => generator.subschema_for::<apps::v1::Deployment>(),
         "ReplicaSet" => generator.subschema_for::<apps::v1::ReplicaSet>(),
         "DaemonSet" => generator.subschema_for::<apps::v1::DaemonSet>(),
+        "ControllerRevision" => generator.subschema_for::<apps::v1::ControllerRevision>(),
         "Job" => generator.subschema_for::<batch::v1::Job>(),
         "Lease" => generator.subschema_for::<coordination::v1::Lease>(),
         "EndpointSlice" => generator.subschema_for::<disc::v1::EndpointSlice>(),

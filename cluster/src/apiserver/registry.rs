@@ -249,6 +249,17 @@ pub static RESOURCES: &[ResourceDef] = &[
         subresources: &[status!("apps", "DaemonSet")],
     },
     ResourceDef {
+        group: "apps",
+        version: "v1",
+        plural: "controllerrevisions",
+        singular: "controllerrevision",
+        kind: "ControllerRevision",
+        namespaced: true,
+        short_names: &[],
+        categories: &[],
+        subresources: &[],
+    },
+    ResourceDef {
         group: "batch",
         version: "v1",
         plural: "jobs",
@@ -366,6 +377,7 @@ impl ResourceDef {
         !matches!(
             self.kind,
             "ConfigMap"
+                | "ControllerRevision"
                 | "Secret"
                 | "ServiceAccount"
                 | "Event"

@@ -120,6 +120,12 @@ fn columns(kind: &str) -> &'static [Col] {
             ("Images", "string", 1),
             ("Selector", "string", 1),
         ],
+        "ControllerRevision" => &[
+            ("Name", "string", 0),
+            ("Controller", "string", 0),
+            ("Revision", "integer", 0),
+            ("Age", "string", 0),
+        ],
         "Lease" => &[
             ("Name", "string", 0),
             ("Holder", "string", 0),
@@ -542,6 +548,25 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
             ]
         }
         "Lease" => vec![name, json!(or_none(s(&spec["holderIdentity"]))), age],
+        "ControllerRevision" => {
+            // upstream: the controlling owner as `kind.group/name`
+            let owner = arr(&o["metadata"]["ownerReferences"])
+                .iter()
+                .find(|r| r["controller"] == true)
+                .map(|r| {
+                    let api = s(&r["apiVersion"]);
+                    let group = api.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
+                    let kind = s(&r["kind"]).to_lowercase();
+                    let kind = if group.is_empty() {
+                        kind
+                    } else {
+                        format!("{kind}.{group}")
+                    };
+                    format!("{kind}/{}", s(&r["name"]))
+                })
+                .unwrap_or_default();
+            vec![name, json!(or_none(owner)), json!(int(&o["revision"])), age]
+        }
         "EndpointSlice" => {
             let ports: Vec<String> = arr(&o["ports"])
                 .iter()

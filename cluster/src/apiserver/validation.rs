@@ -322,6 +322,17 @@ pub fn validate(def: &ResourceDef, obj: &Value, old: Option<&Value>) -> Vec<Caus
                 &mut causes,
             );
         }
+        "ControllerRevision" => {
+            // as upstream: a revision number that is not negative, data fixed once written
+            if obj["revision"].as_i64().is_some_and(|r| r < 0) {
+                causes.push(Cause::invalid(
+                    "revision",
+                    &obj["revision"],
+                    "must be greater than or equal to 0",
+                ));
+            }
+            immutable(obj, old, &["data"], "data", &mut causes);
+        }
         "Service" => service(obj, old, &mut causes),
         "ConfigMap" | "Secret" => {
             for field in ["data", "binaryData", "stringData"] {

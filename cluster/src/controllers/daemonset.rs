@@ -3,12 +3,14 @@
 //! the DaemonSet default tolerations are added to the pod. Template changes roll out with
 //! RollingUpdate (at most maxUnavailable nodes without an available pod) or wait for the user
 //! to delete pods (OnDelete). The status carries what `kubectl rollout status ds/x` reads.
+//! Every template is recorded as a ControllerRevision (see `revisions`), so `kubectl rollout
+//! history` and `rollout undo` work on DaemonSets.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetStatus};
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, DaemonSetStatus};
 use k8s_openapi::api::core::v1::{
     Node, NodeCondition, NodeStatus, Pod, PodSpec, PodTemplateSpec, Toleration,
 };
@@ -37,6 +39,10 @@ pub async fn run(client: Client) {
     let sets = controller.store();
     let stream = controller
         .owns(Api::<Pod>::all(client.clone()), watcher::Config::default())
+        .owns(
+            Api::<ControllerRevision>::all(client.clone()),
+            watcher::Config::default(),
+        )
         .watches(
             Api::<Node>::all(client),
             watcher::Config::default(),
@@ -203,7 +209,10 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         .clone()
         .ok_or_else(|| Error::Invalid("spec: Required value".into()))?;
     let selector = super::selector_string(&spec.selector)?;
-    let hash = super::deployment::template_hash(&spec.template, ds_collisions(&ds));
+    // The current template's revision (recorded first, as upstream does): its hash labels
+    // the pods, so going back to an older template brings back that template's pods.
+    let history = super::revisions::sync(&ctx.client, &ds, &selector).await?;
+    let hash = history.hash();
     let pod_spec = daemon_pod_spec(&spec.template);
 
     let nodes = Api::<Node>::all(ctx.client.clone())
@@ -345,6 +354,18 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         api.create(&PostParams::default(), &pod).await?;
     }
 
+    // History beyond revisionHistoryLimit goes, except revisions live pods still run.
+    let live_hashes: std::collections::HashSet<String> =
+        pods.iter().filter_map(pod_hash).map(String::from).collect();
+    super::revisions::cleanup(
+        &ctx.client,
+        &ns,
+        history.old,
+        spec.revision_history_limit.unwrap_or(10),
+        &live_hashes,
+    )
+    .await?;
+
     // Status, from the pods as they were at the start of this pass (the next pass, woken by
     // the pod events this one caused, catches up).
     let mut current = 0;
@@ -399,13 +420,6 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         None if busy => Action::requeue(Duration::from_secs(5)),
         None => Action::requeue(Duration::from_secs(300)),
     })
-}
-
-fn ds_collisions(ds: &DaemonSet) -> i32 {
-    ds.status
-        .as_ref()
-        .and_then(|s| s.collision_count)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

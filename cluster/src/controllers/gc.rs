@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Endpoints, Node, Pod, Secret, Service, ServiceAccount,
@@ -27,6 +27,7 @@ fn kinds() -> Vec<(ApiResource, bool)> {
         (ApiResource::erase::<Deployment>(&()), true),
         (ApiResource::erase::<ReplicaSet>(&()), true),
         (ApiResource::erase::<DaemonSet>(&()), true),
+        (ApiResource::erase::<ControllerRevision>(&()), true),
         (ApiResource::erase::<Job>(&()), true),
         (ApiResource::erase::<Pod>(&()), true),
         (ApiResource::erase::<Service>(&()), true),

@@ -12,6 +12,7 @@ pub mod manager;
 pub mod nodelifecycle;
 pub mod podcidr;
 pub mod replicaset;
+pub mod revisions;
 pub mod serviceaccount;
 
 use std::collections::HashMap;
