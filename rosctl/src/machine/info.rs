@@ -335,17 +335,43 @@ pub async fn netdev(t: &Targets) -> anyhow::Result<bool> {
 
 pub async fn time(t: &Targets) -> anyhow::Result<bool> {
     let results = fanout::each(&t.nodes, &t.creds, |mut c| async move {
-        c.time(TimeRequest {}).await.map(|r| r.into_inner())
+        let reply = c.time(TimeRequest {}).await?.into_inner();
+        // The sync's details (offset, last sync, error) are in the TimeStatus resource.
+        let status = c
+            .get_resource(GetResourceRequest {
+                r#type: "TimeStatus".into(),
+                id: "node".into(),
+            })
+            .await
+            .ok()
+            .and_then(|r| r.into_inner().resource)
+            .and_then(|r| serde_json::from_str::<serde_json::Value>(&r.spec_json).ok())
+            .unwrap_or_default();
+        Ok((reply, status))
     })
     .await;
     let (ok, failed) = fanout::split(results);
-    let mut tb = table(&["NODE", "NODE TIME", "SERVERS", "SYNCED"]);
-    for (_, r) in ok {
+    let mut tb = table(&[
+        "NODE",
+        "NODE TIME",
+        "SERVERS",
+        "SYNCED",
+        "SERVER",
+        "OFFSET",
+        "LAST SYNC",
+        "ERROR",
+    ]);
+    for (_, (r, status)) in ok {
+        let field = |name: &str| status[name].as_str().unwrap_or("-").to_string();
         tb.add_row(vec![
             r.node,
             r.local_time,
             r.servers.join(","),
             r.synced.to_string(),
+            field("server"),
+            field("offset"),
+            field("lastSync"),
+            field("error"),
         ]);
     }
     print(tb);
