@@ -196,15 +196,11 @@ async fn start_dns(
     service_cidr: ipnet::Ipv4Net,
 ) -> Result<cluster::dns::Running> {
     let client = cluster::controllers::manager::client_from_kubeconfig(kubeconfig).await?;
-    let upstreams = if upstreams.is_empty() {
-        cluster::dns::forward::nameservers_of(resolv_conf)
-    } else {
-        upstreams
-    };
     let opts = cluster::dns::Options {
         listen,
         domain,
         upstreams,
+        resolv_conf: Some(resolv_conf.to_path_buf()),
     };
     let running = cluster::dns::start(client.clone(), opts).await?;
     let address = advertise

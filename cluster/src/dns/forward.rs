@@ -3,7 +3,7 @@
 //! retries over TCP, which is forwarded over TCP).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -32,30 +32,49 @@ pub fn nameservers_of(path: &Path) -> Vec<SocketAddr> {
     match std::fs::read_to_string(path) {
         Ok(text) => nameservers(&text),
         Err(e) => {
-            tracing::warn!("cluster DNS: reading {}: {e}", path.display());
+            tracing::debug!("cluster DNS: reading {}: {e}", path.display());
             Vec::new()
         }
     }
 }
 
-/// Upstream resolvers, tried in order.
+/// Upstream resolvers, tried in order: the given ones, else the nameservers of a
+/// resolv.conf read again for each question (the node's may change, e.g. with DHCP).
 #[derive(Debug, Clone)]
 pub struct Forwarder {
-    pub upstreams: Vec<SocketAddr>,
+    pub fixed: Vec<SocketAddr>,
+    pub resolv_conf: Option<PathBuf>,
+    /// Our own address: never forwarded to (a loop).
+    pub own: SocketAddr,
+}
+
+/// Whether `upstream` is this server listening on `own`.
+fn is_own(upstream: SocketAddr, own: SocketAddr) -> bool {
+    upstream.port() == own.port()
+        && (upstream.ip() == own.ip() || (own.ip().is_unspecified() && upstream.ip().is_loopback()))
 }
 
 impl Forwarder {
+    pub fn upstreams(&self) -> Vec<SocketAddr> {
+        let all = match (&self.resolv_conf, self.fixed.is_empty()) {
+            (Some(path), true) => nameservers_of(path),
+            _ => self.fixed.clone(),
+        };
+        all.into_iter().filter(|u| !is_own(*u, self.own)).collect()
+    }
+
     /// Sends `query` (a whole DNS message) to the first upstream that answers; the answer
     /// carries the query's own ID.
     pub async fn forward(&self, query: &[u8], tcp: bool) -> Result<Vec<u8>> {
         if query.len() < 12 {
             bail!("a DNS message of {} bytes is too short", query.len());
         }
-        if self.upstreams.is_empty() {
+        let upstreams = self.upstreams();
+        if upstreams.is_empty() {
             bail!("no upstream resolvers (--dns-upstream, or nameservers in resolv.conf)");
         }
         let mut last = None;
-        for upstream in &self.upstreams {
+        for upstream in &upstreams {
             let attempt = if tcp {
                 tokio::time::timeout(TIMEOUT, over_tcp(*upstream, query)).await
             } else {
@@ -138,5 +157,25 @@ mod tests {
                 "[fe80::1]:53".parse().unwrap()
             ]
         );
+    }
+
+    #[test]
+    fn upstreams_skip_this_server_and_follow_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("resolv.conf");
+        std::fs::write(&path, "nameserver 127.0.0.1\nnameserver 192.0.2.1\n").unwrap();
+        let f = Forwarder {
+            fixed: Vec::new(),
+            resolv_conf: Some(path.clone()),
+            own: "0.0.0.0:53".parse().unwrap(),
+        };
+        assert_eq!(f.upstreams(), ["192.0.2.1:53".parse().unwrap()]);
+        std::fs::write(&path, "nameserver 192.0.2.2\n").unwrap();
+        assert_eq!(f.upstreams(), ["192.0.2.2:53".parse().unwrap()]);
+        let fixed = Forwarder {
+            fixed: vec!["127.0.0.1:5353".parse().unwrap()],
+            ..f
+        };
+        assert_eq!(fixed.upstreams(), ["127.0.0.1:5353".parse().unwrap()]);
     }
 }

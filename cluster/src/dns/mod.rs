@@ -10,7 +10,7 @@ pub mod service;
 pub mod watch;
 pub mod zone;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -23,8 +23,9 @@ pub struct Options {
     pub listen: SocketAddr,
     /// The cluster domain, e.g. `cluster.local`.
     pub domain: String,
-    /// Where questions outside the cluster go.
+    /// Where questions outside the cluster go; none: the nameservers of `resolv_conf`.
     pub upstreams: Vec<SocketAddr>,
+    pub resolv_conf: Option<std::path::PathBuf>,
 }
 
 /// A running DNS server; its tasks stop when it is dropped.
@@ -62,19 +63,18 @@ pub async fn start(client: kube::Client, opts: Options) -> Result<Running> {
     let domain = domain_name(&opts.domain)?;
     let (udp, tcp) = serve::bind(opts.listen).await?;
     let addr = udp.local_addr()?;
-    // Never forward to ourselves (a loop).
-    let upstreams: Vec<SocketAddr> = opts
-        .upstreams
-        .into_iter()
-        .filter(|u| *u != addr && !(u.port() == addr.port() && is_local(u.ip(), addr.ip())))
-        .collect();
-    if upstreams.is_empty() {
-        tracing::warn!("cluster DNS: no upstream resolvers; names outside the cluster fail");
+    let forwarder = forward::Forwarder {
+        fixed: opts.upstreams,
+        resolv_conf: opts.resolv_conf,
+        own: addr,
+    };
+    if forwarder.upstreams().is_empty() {
+        tracing::warn!("cluster DNS: no upstream resolvers yet; names outside the cluster fail");
     }
     let (tx, rx) = tokio::sync::watch::channel(None);
     let responder = Arc::new(answer::Responder {
         zone: rx,
-        forwarder: forward::Forwarder { upstreams },
+        forwarder,
     });
     let tasks = vec![
         tokio::spawn(watch::run(client, domain.clone(), tx)),
@@ -86,9 +86,4 @@ pub async fn start(client: kube::Client, opts: Options) -> Result<Running> {
         addr,
         _tasks: AbortOnDrop(tasks),
     })
-}
-
-/// Whether `upstream` reaches this host when we listen on `listen`.
-fn is_local(upstream: IpAddr, listen: IpAddr) -> bool {
-    upstream == listen || (listen.is_unspecified() && upstream.is_loopback())
 }
