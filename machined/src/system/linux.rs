@@ -19,6 +19,8 @@ pub struct LinuxSystem {
     dhcp_links: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Link -> the address of its current DHCP lease.
     leases: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
+    /// The config names DNS servers: they win over those of DHCP leases.
+    static_resolvers: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl LinuxSystem {
@@ -48,6 +50,7 @@ impl LinuxSystem {
             kmsg,
             dhcp_links: Default::default(),
             leases: Default::default(),
+            static_resolvers: Default::default(),
         }
     }
 }
@@ -104,6 +107,8 @@ impl System for LinuxSystem {
     }
 
     fn set_resolvers(&self, servers: &[String]) -> SysResult {
+        self.static_resolvers
+            .store(!servers.is_empty(), std::sync::atomic::Ordering::Relaxed);
         let mut text = String::new();
         for s in servers {
             text.push_str(&format!("nameserver {s}\n"));
@@ -183,6 +188,7 @@ impl System for LinuxSystem {
         }
         let link = link.to_string();
         let leases = self.leases.clone();
+        let static_resolvers = self.static_resolvers.clone();
         let started = std::thread::Builder::new()
             .name(format!("dhcp-{link}"))
             .spawn(move || {
@@ -204,7 +210,9 @@ impl System for LinuxSystem {
                         };
                         all.insert(lease_link.clone(), lease.cidr());
                         drop(all);
-                        if lease.dns.is_empty() {
+                        if lease.dns.is_empty()
+                            || static_resolvers.load(std::sync::atomic::Ordering::Relaxed)
+                        {
                             return;
                         }
                         let servers: Vec<String> =
