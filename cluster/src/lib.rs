@@ -1,6 +1,7 @@
 //! Control plane and node agent.
 pub mod agent;
 pub mod apiserver;
+pub mod bench;
 pub mod controllers;
 pub mod dns;
 pub mod leader;

@@ -1,7 +1,7 @@
 //! API benchmark: the whole API server (HTTPS, authentication, authorization, validation,
 //! storage) driven by a real Kubernetes client (kube-rs), on the SQLite backend and on a real
 //! etcd side by side in one run, with ratios.
-//! `cargo run --release -p cluster --bin api-bench [-- --quick]`. Needs `etcd` on PATH
+//! `cargo run --release -p cluster --bin api-bench [-- --quick] [-o json]`. Needs `etcd` on PATH
 //! (Debian `etcd-server`) or in `$ETCD_BIN`. Prints figures; asserts nothing about time.
 //!
 //! Measured: pod creates per second and create latency p50/p99 with 1, 16 and 64 concurrent
@@ -18,6 +18,8 @@ use kube::{Api, Client};
 use serde_json::json;
 
 use cluster::apiserver;
+use cluster::bench::report::{Comparison, Format};
+use cluster::bench::stats::{ms, percentile};
 use cluster::store::Store;
 use cluster::store::etcd::EtcdStore;
 use cluster::store::etcd_process::EtcdProcess;
@@ -37,17 +39,6 @@ struct Backend {
     client: Client,
     /// Keeps the API server task alive for the run.
     _server: apiserver::Running,
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 fn pod(name: &str, sent_nanos: u128) -> Pod {
@@ -259,7 +250,9 @@ async fn run_step(b: &Backend, scale: &Scale, step: usize) -> Vec<(String, f64, 
 
 #[tokio::main]
 async fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let format = Format::from_args(&args);
     let scale = if quick {
         Scale {
             creates: vec![(1, 100), (16, 320), (64, 640)],
@@ -302,13 +295,10 @@ async fn main() {
     drop((sqlite, etcd, etcd_process));
     let _ = std::fs::remove_dir_all(&dir);
 
-    println!(
-        "{:<38} {:>12} {:>12} {:>14}",
-        "API benchmark (kube-rs over HTTPS)", "sqlite", "etcd", "sqlite/etcd"
-    );
+    let mut report = Comparison::new("API benchmark (kube-rs over HTTPS)", "sqlite", "etcd");
     for ((name, s, unit), (_, e, _)) in sqlite_rows.into_iter().zip(etcd_rows) {
-        let ratio = if e > 0.0 { s / e } else { f64::NAN };
-        println!("{name:<38} {s:>10.2}{unit:<2} {e:>10.2}{unit:<2} {ratio:>13.2}x");
+        report.row(name, s, e, unit);
     }
-    println!("(for creates/s higher is better; for times lower is better)");
+    report.note("(for creates/s higher is better; for times lower is better)");
+    report.print(format);
 }

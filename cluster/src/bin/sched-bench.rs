@@ -12,7 +12,7 @@
 //! The ratio shows the scheduler's own overhead over the bind path. kube-scheduler's
 //! scheduler_perf figure is printed as a reference, not measured here.
 //!
-//! `cargo run --release -p cluster --bin sched-bench [-- --nodes 1000 --pods 10000 --clients 16]`
+//! `cargo run --release -p cluster --bin sched-bench [-- --nodes 1000 --pods 10000 --clients 16] [-o json]`
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use cluster::bench::report::{Comparison, Format};
+use cluster::bench::stats::{ms, percentile};
 use futures_util::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Binding, Namespace, Node, ObjectReference, Pod};
@@ -51,6 +53,9 @@ struct Args {
     /// Seconds between a node's Lease renewals (kubelet's default is 10).
     #[arg(long, default_value_t = 10)]
     heartbeat_seconds: u64,
+    /// Report format.
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    output: Format,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -64,17 +69,6 @@ struct Figures {
     p50: Duration,
     p99: Duration,
     create_per_sec: f64,
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 /// A fresh API server on SQLite in a temporary directory, and an admin client for it.
@@ -404,38 +398,33 @@ fn main() -> Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        println!(
+        eprintln!(
             "sched-bench: {} nodes, {} pods, {} creating clients, API server on SQLite in-process",
             args.nodes, args.pods, args.clients
         );
         let naive = run(Binder::Naive, &args).await?;
         let ours = run(Binder::Scheduler, &args).await?;
-        println!();
-        println!(
-            "{:<34} {:>10} {:>12} {:>12} {:>12}",
-            "binder", "bound/s", "p50 ms", "p99 ms", "created/s"
+        let mut report = Comparison::new("scheduling benchmark", "scheduler", "naive");
+        report
+            .context("nodes", args.nodes)
+            .context("pods", args.pods)
+            .context("creating clients", args.clients)
+            .context("API server", "SQLite, in-process")
+            .context("naive", "first-fit binder (baseline): the bind path without scheduling work");
+        report.row("pods bound/s", ours.pods_per_sec, naive.pods_per_sec, "/s");
+        report.row("create-to-bound p50", ms(ours.p50), ms(naive.p50), "ms");
+        report.row("create-to-bound p99", ms(ours.p99), ms(naive.p99), "ms");
+        report.row("pods created/s", ours.create_per_sec, naive.create_per_sec, "/s");
+        report.figure(
+            "kube-scheduler reference (not measured)",
+            UPSTREAM_PODS_PER_SEC,
+            "/s",
         );
-        for (name, f) in [
-            ("naive first-fit binder (baseline)", &naive),
-            ("scheduler", &ours),
-        ] {
-            println!(
-                "{:<34} {:>10.1} {:>12.1} {:>12.1} {:>12.1}",
-                name,
-                f.pods_per_sec,
-                ms(f.p50),
-                ms(f.p99),
-                f.create_per_sec
-            );
-        }
-        println!(
-            "scheduler / naive throughput: {:.2}x",
-            ours.pods_per_sec / naive.pods_per_sec
-        );
-        println!(
+        report.note(format!(
             "reference (not measured here): kube-scheduler scheduler_perf ~{UPSTREAM_PODS_PER_SEC:.0} pods/s on 5,000 nodes; scheduler / reference: {:.2}x",
             ours.pods_per_sec / UPSTREAM_PODS_PER_SEC
-        );
+        ));
+        report.print(args.output);
         anyhow::Ok(())
     })
 }

@@ -1,10 +1,12 @@
 //! Store benchmark: the SQLite backend and a real etcd side by side in one run, with ratios.
-//! `cargo run --release -p cluster --bin store-bench [-- --quick]`. Needs `etcd` on PATH
+//! `cargo run --release -p cluster --bin store-bench [-- --quick] [-o json]`. Needs `etcd` on PATH
 //! (Debian `etcd-server`) or in `$ETCD_BIN`. Prints figures; asserts nothing about time.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cluster::bench::report::{Comparison, Format};
+use cluster::bench::stats::{ms, percentile};
 use cluster::store::etcd::EtcdStore;
 use cluster::store::etcd_process::EtcdProcess;
 use cluster::store::sqlite::SqliteStore;
@@ -16,26 +18,6 @@ struct Scale {
     range_keys: usize,
     watchers: usize,
     watch_writes: usize,
-}
-
-/// One row of the report: a name, the SQLite and etcd figures, and whether higher is better.
-struct Row {
-    name: String,
-    sqlite: f64,
-    etcd: f64,
-    unit: &'static str,
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 /// Concurrent creates of unique keys: (writes per second, p50, p99).
@@ -210,7 +192,9 @@ async fn run_step(
 
 #[tokio::main]
 async fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let format = Format::from_args(&args);
     let scale = if quick {
         Scale {
             writes: vec![(1, 200), (16, 800), (64, 1280)],
@@ -250,30 +234,10 @@ async fn main() {
     drop((sqlite, etcd, etcd_process));
     let _ = std::fs::remove_dir_all(&dir);
 
-    let rows: Vec<Row> = sqlite_rows
-        .into_iter()
-        .zip(etcd_rows)
-        .map(|((name, sqlite, unit), (_, etcd, _))| Row {
-            name,
-            sqlite,
-            etcd,
-            unit,
-        })
-        .collect();
-    println!(
-        "{:<38} {:>12} {:>12} {:>14}",
-        "benchmark", "sqlite", "etcd", "sqlite/etcd"
-    );
-    for r in rows {
-        let ratio = if r.etcd > 0.0 {
-            r.sqlite / r.etcd
-        } else {
-            f64::NAN
-        };
-        println!(
-            "{:<38} {:>10.2}{:<2} {:>10.2}{:<2} {:>13.2}x",
-            r.name, r.sqlite, r.unit, r.etcd, r.unit, ratio
-        );
+    let mut report = Comparison::new("benchmark", "sqlite", "etcd");
+    for ((name, s, unit), (_, e, _)) in sqlite_rows.into_iter().zip(etcd_rows) {
+        report.row(name, s, e, unit);
     }
-    println!("(for creates/s higher is better; for times lower is better)");
+    report.note("(for creates/s higher is better; for times lower is better)");
+    report.print(format);
 }
