@@ -123,6 +123,9 @@ fn main() -> Result<()> {
                             .await?;
                     let copts = cluster::controllers::Options {
                         cluster_cidr,
+                        root_ca: Some(cluster::controllers::manager::root_ca_from_kubeconfig(
+                            &running.kubeconfig,
+                        )?),
                         ..Default::default()
                     };
                     cluster::controllers::manager::spawn(client, copts, Default::default());

@@ -230,6 +230,15 @@ impl PodWorker {
                 containers.iter().filter(|x| x.name == c.name).collect();
             views.push(self.sync_container(pod, c, &attempts, &policy).await?);
         }
+        // Service account tokens are renewed in place before they expire.
+        if let Err(e) = volumes::projected::refresh(&self.client, pod, &self.pod_log_dir(pod)).await
+        {
+            tracing::warn!(
+                pod = pod.metadata.name.as_deref().unwrap_or(""),
+                error = format!("{e:#}"),
+                "refreshing projected volumes"
+            );
+        }
         let mut want = status::pod_status(pod, &init_views, init, &views, &self.host_ip);
         // (A setup error shows on the containers as ContainerCreating.)
         if let Some(ip) = self.pod_net(pod).await.ok().and_then(|n| n.ip) {
@@ -567,7 +576,8 @@ impl PodWorker {
         let cgroup = format!("/ros/{id}");
         // Kubernetes' CreateContainerConfigError: a missing ConfigMap/Secret or a bad volume.
         let inputs = async {
-            let refs = volumes::PodRefs::fetch(&self.client, pod).await?;
+            let refs =
+                volumes::PodRefs::fetch_for(&self.client, pod, &self.pod_log_dir(pod)).await?;
             let env = refs.env(c)?;
             let vols = volumes::prepare(pod, &refs, &self.pod_log_dir(pod))?;
             anyhow::Ok((env, volumes::mounts(c, &vols)?))

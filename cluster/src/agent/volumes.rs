@@ -1,21 +1,35 @@
 //! Pod inputs from the API: the ConfigMaps and Secrets a pod refers to (env `valueFrom`,
-//! `envFrom`, volumes), and the pod's volumes made as directories on the node
-//! (emptyDir, configMap, secret, hostPath) that the containers bind-mount.
+//! `envFrom`, volumes), its service account tokens, the service env vars, and the pod's
+//! volumes made as directories on the node (emptyDir, configMap, secret, hostPath,
+//! projected, downwardAPI) that the containers bind-mount. Contents that can change are
+//! swapped in atomically ([`atomic`]).
+
+pub mod atomic;
+pub mod projected;
+pub mod service_env;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
-use k8s_openapi::api::core::v1::{ConfigMap, Container, KeyToPath, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
 use kube::Client;
 use kube::api::Api;
 use serde_json::{Value, json};
 
-/// The ConfigMaps and Secrets of the pod's namespace it refers to; absent ones are missing.
+/// Where a pod's volumes live under its directory.
+pub const VOLUMES_DIR: &str = "_volumes";
+
+/// The ConfigMaps and Secrets of the pod's namespace it refers to (absent ones are
+/// missing), its service account tokens, and the service env vars.
 #[derive(Default)]
 pub struct PodRefs {
     pub config_maps: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
     pub secrets: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+    /// Tokens of projected volumes, by (volume name, path in the volume).
+    pub tokens: BTreeMap<(String, String), String>,
+    /// `KUBERNETES_SERVICE_HOST` and the other service variables, in order.
+    pub service_env: Vec<(String, String)>,
 }
 
 fn config_map_data(cm: ConfigMap) -> BTreeMap<String, Vec<u8>> {
@@ -45,6 +59,15 @@ fn secret_data(s: Secret) -> BTreeMap<String, Vec<u8>> {
 }
 
 impl PodRefs {
+    /// Everything a container of `pod` (whose directory is `pod_dir`) needs from the API:
+    /// ConfigMaps, Secrets, service account tokens and service env vars.
+    pub async fn fetch_for(client: &Client, pod: &Pod, pod_dir: &Path) -> Result<PodRefs> {
+        let mut refs = PodRefs::fetch(client, pod).await?;
+        projected::fetch_tokens(client, pod, pod_dir, &mut refs).await?;
+        refs.service_env = service_env::for_pod(client, pod).await?;
+        Ok(refs)
+    }
+
     /// Reads every ConfigMap and Secret `pod` names.
     pub async fn fetch(client: &Client, pod: &Pod) -> Result<PodRefs> {
         let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
@@ -83,7 +106,25 @@ impl PodRefs {
             if let Some(s) = &v.secret {
                 secrets.push(s.secret_name.clone().unwrap_or_default());
             }
+            for s in v
+                .projected
+                .as_ref()
+                .and_then(|p| p.sources.as_ref())
+                .into_iter()
+                .flatten()
+            {
+                if let Some(c) = &s.config_map {
+                    cms.push(c.name.clone());
+                }
+                if let Some(c) = &s.secret {
+                    secrets.push(c.name.clone());
+                }
+            }
         }
+        cms.sort();
+        cms.dedup();
+        secrets.sort();
+        secrets.dedup();
         let mut refs = PodRefs::default();
         let cm_api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
         for name in cms {
@@ -129,8 +170,13 @@ impl PodRefs {
     }
 
     /// The env of container `c` from ConfigMaps and Secrets; an error names what is missing.
+    /// The service variables come first, so the container's own `envFrom` and `env` win
+    /// over them, as in the kubelet.
     pub fn env(&self, c: &Container) -> Result<RefEnv> {
-        let mut out = RefEnv::default();
+        let mut out = RefEnv {
+            env_from: self.service_env.clone(),
+            ..Default::default()
+        };
         for e in c.env_from.iter().flatten() {
             let prefix = e.prefix.clone().unwrap_or_default();
             let (secret, name, optional) = match (&e.config_map_ref, &e.secret_ref) {
@@ -179,52 +225,19 @@ impl PodRefs {
 /// Env values a container takes from ConfigMaps and Secrets.
 #[derive(Default, Debug, PartialEq)]
 pub struct RefEnv {
-    /// `envFrom`, in order (the container's own `env` overrides these).
+    /// Service variables, then `envFrom`, in order (the container's own `env` overrides
+    /// these).
     pub env_from: Vec<(String, String)>,
     /// `env[].valueFrom` ConfigMap/Secret keys, by env name.
     pub value_from: BTreeMap<String, String>,
 }
 
-/// Writes `data` (all keys, or `items` key->path) into `dir`, replacing what was there.
-fn write_files(
-    dir: &Path,
-    data: &BTreeMap<String, Vec<u8>>,
-    items: Option<&Vec<KeyToPath>>,
-) -> Result<()> {
-    if dir.exists() {
-        std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
-    }
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let files: Vec<(String, &Vec<u8>)> = match items {
-        Some(items) => items
-            .iter()
-            .map(|i| {
-                data.get(&i.key)
-                    .map(|v| (i.path.clone(), v))
-                    .ok_or_else(|| anyhow!("key {} not found", i.key))
-            })
-            .collect::<Result<_>>()?,
-        None => data.iter().map(|(k, v)| (k.clone(), v)).collect(),
-    };
-    for (rel, content) in files {
-        anyhow::ensure!(
-            !rel.split('/').any(|p| p == ".."),
-            "volume item path {rel:?} leaves the volume"
-        );
-        let path = dir.join(&rel);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::fs::write(&path, content).with_context(|| format!("writing {}", path.display()))?;
-    }
-    Ok(())
-}
-
-/// Makes the pod's volumes under `pod_dir/_volumes` (ConfigMap/Secret contents rewritten
-/// each time); returns each volume's host directory by name.
+/// Makes the pod's volumes under `pod_dir/_volumes` (ConfigMap, Secret, projected and
+/// downward API contents brought up to date atomically); returns each volume's host
+/// directory by name.
 pub fn prepare(pod: &Pod, refs: &PodRefs, pod_dir: &Path) -> Result<BTreeMap<String, PathBuf>> {
     let mut out = BTreeMap::new();
-    let base = pod_dir.join("_volumes");
+    let base = pod_dir.join(VOLUMES_DIR);
     for v in pod
         .spec
         .as_ref()
@@ -238,20 +251,46 @@ pub fn prepare(pod: &Pod, refs: &PodRefs, pod_dir: &Path) -> Result<BTreeMap<Str
                 .with_context(|| format!("volume {}: creating {}", v.name, dir.display()))?;
             dir
         } else if let Some(c) = &v.config_map {
-            match refs.config_maps.get(&c.name) {
-                Some(data) => write_files(&dir, data, c.items.as_ref()),
-                None if c.optional.unwrap_or(false) => write_files(&dir, &BTreeMap::new(), None),
-                None => Err(anyhow!("configmap \"{}\" not found", c.name)),
-            }
+            let mut files = BTreeMap::new();
+            projected::key_files(
+                &format!("configmap \"{}\"", c.name),
+                refs.config_maps.get(&c.name),
+                c.items.as_ref(),
+                c.optional.unwrap_or(false),
+                c.default_mode,
+                &mut files,
+            )
+            .and_then(|()| atomic::write(&dir, &files))
             .with_context(|| format!("volume {}", v.name))?;
             dir
         } else if let Some(s) = &v.secret {
             let name = s.secret_name.clone().unwrap_or_default();
-            match refs.secrets.get(&name) {
-                Some(data) => write_files(&dir, data, s.items.as_ref()),
-                None if s.optional.unwrap_or(false) => write_files(&dir, &BTreeMap::new(), None),
-                None => Err(anyhow!("secret \"{name}\" not found")),
-            }
+            let mut files = BTreeMap::new();
+            projected::key_files(
+                &format!("secret \"{name}\""),
+                refs.secrets.get(&name),
+                s.items.as_ref(),
+                s.optional.unwrap_or(false),
+                s.default_mode,
+                &mut files,
+            )
+            .and_then(|()| atomic::write(&dir, &files))
+            .with_context(|| format!("volume {}", v.name))?;
+            dir
+        } else if let Some(p) = &v.projected {
+            projected::files(pod, &v.name, p, refs)
+                .and_then(|files| atomic::write(&dir, &files))
+                .with_context(|| format!("volume {}", v.name))?;
+            dir
+        } else if let Some(d) = &v.downward_api {
+            let mut files = BTreeMap::new();
+            projected::downward_files(
+                pod,
+                d.items.as_deref().unwrap_or(&[]),
+                d.default_mode,
+                &mut files,
+            )
+            .and_then(|()| atomic::write(&dir, &files))
             .with_context(|| format!("volume {}", v.name))?;
             dir
         } else if let Some(h) = &v.host_path {
@@ -270,7 +309,7 @@ pub fn prepare(pod: &Pod, refs: &PodRefs, pod_dir: &Path) -> Result<BTreeMap<Str
             p
         } else {
             bail!(
-                "volume {}: only emptyDir, configMap, secret and hostPath volumes are supported",
+                "volume {}: only emptyDir, configMap, secret, hostPath, projected and downwardAPI volumes are supported",
                 v.name
             )
         };

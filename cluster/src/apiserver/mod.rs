@@ -24,6 +24,7 @@ mod protobuf;
 pub mod registry;
 mod request;
 mod reviews;
+pub mod sa_admission;
 pub mod selectors;
 mod server;
 pub mod status;
@@ -94,29 +95,12 @@ impl ApiServer {
     }
 
     /// The user a bearer token stands for: a service account's, when the token's signature
-    /// holds, its account still exists with the same uid and, for a token bound to a pod,
-    /// that pod still exists with the same uid.
+    /// holds and what it depends on still exists ([`tokens::still_valid`]).
     pub(crate) async fn authenticate_token(&self, token: &str) -> Option<auth::UserInfo> {
         let claims = self.tokens.verify(token)?;
-        let ns = claims.namespace.as_str();
-        self.uid_matches("serviceaccounts", ns, &claims.name, &claims.uid)
-            .await?;
-        if let Some((pod, uid)) = &claims.pod {
-            self.uid_matches("pods", ns, pod, uid).await?;
-        }
-        Some(tokens::user_for(&claims))
-    }
-
-    /// Some(()) when `resource` `ns/name` exists with `uid`.
-    async fn uid_matches(&self, resource: &str, ns: &str, name: &str, uid: &str) -> Option<()> {
-        let def = registry::lookup("", "v1", resource)?;
-        let kv = self
-            .store
-            .get(&storage::key(def, Some(ns), name), None)
+        tokens::still_valid(self, &claims)
             .await
-            .ok()??;
-        let obj = storage::decode(&kv).ok()?;
-        (obj["metadata"]["uid"].as_str() == Some(uid)).then_some(())
+            .then(|| tokens::user_for(&claims))
     }
 
     pub(crate) fn kick_namespace_finalizer(&self) {

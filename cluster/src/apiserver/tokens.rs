@@ -26,7 +26,13 @@ pub struct Claims {
     pub uid: String,
     /// The pod (name, uid) a bound token dies with.
     pub pod: Option<(String, String)>,
+    /// Who the token is meant for; the API server accepts only tokens meant for it.
+    pub audiences: Vec<String>,
 }
+
+/// How long a token bound to a pod outlives the end of the pod's graceful deletion (as
+/// upstream: it stays usable while the pod shuts down).
+const DELETED_POD_GRACE_SECONDS: i64 = 60;
 
 /// The object a token is bound to (TokenRequest `spec.boundObjectRef`); only pods are.
 #[derive(Debug, Clone, Copy)]
@@ -110,7 +116,16 @@ impl Signer {
             return None;
         }
         let k = &claims["kubernetes.io"];
+        let audiences = match &claims["aud"] {
+            Value::String(a) => vec![a.clone()],
+            Value::Array(list) => list
+                .iter()
+                .filter_map(|a| a.as_str().map(String::from))
+                .collect(),
+            _ => Vec::new(),
+        };
         Some(Claims {
+            audiences,
             namespace: k["namespace"].as_str()?.to_string(),
             name: k["serviceaccount"]["name"].as_str()?.to_string(),
             uid: k["serviceaccount"]["uid"].as_str()?.to_string(),
@@ -125,11 +140,63 @@ impl Signer {
     }
 }
 
-/// The pod (name, uid) a TokenRequest's `spec.boundObjectRef` binds the token to: it must
-/// exist in the account's namespace (and have the uid, if one is given).
+/// Whether the objects a verified token depends on still hold: its audience is the API
+/// server, its service account exists with the same uid and, for a token bound to a pod,
+/// that pod exists with the same uid and has not been gone (deleted and past its grace
+/// period) for more than a minute.
+pub async fn still_valid(api: &super::ApiServer, c: &Claims) -> bool {
+    if !c.audiences.iter().any(|a| a == ISSUER) {
+        return false;
+    }
+    let ns = c.namespace.as_str();
+    match current(api, "serviceaccounts", ns, &c.name).await {
+        Some(sa) if sa["metadata"]["uid"].as_str() == Some(c.uid.as_str()) => {}
+        _ => return false,
+    }
+    let Some((pod_name, pod_uid)) = &c.pod else {
+        return true;
+    };
+    let Some(pod) = current(api, "pods", ns, pod_name).await else {
+        return false;
+    };
+    if pod["metadata"]["uid"].as_str() != Some(pod_uid.as_str()) {
+        return false;
+    }
+    let deleted_at = pod["metadata"]["deletionTimestamp"]
+        .as_str()
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok());
+    match deleted_at {
+        Some(t) => t.as_second() + DELETED_POD_GRACE_SECONDS >= jiff::Timestamp::now().as_second(),
+        None => true,
+    }
+}
+
+/// The stored object `resource` `ns/name`, if any.
+async fn current(api: &super::ApiServer, resource: &str, ns: &str, name: &str) -> Option<Value> {
+    let def = super::registry::lookup("", "v1", resource)?;
+    let kv = api
+        .store
+        .get(&super::storage::key(def, Some(ns), name), None)
+        .await
+        .ok()??;
+    super::storage::decode(&kv).ok()
+}
+
+/// The service account a pod runs as.
+pub fn pod_service_account(pod: &Value) -> &str {
+    ["serviceAccountName", "serviceAccount"]
+        .iter()
+        .find_map(|f| pod["spec"][*f].as_str().filter(|s| !s.is_empty()))
+        .unwrap_or("default")
+}
+
+/// The pod (name, uid) a TokenRequest for service account `sa`'s `spec.boundObjectRef`
+/// binds the token to: it must exist in the account's namespace (and have the uid, if one
+/// is given) and run as `sa`.
 pub async fn bound_pod(
     api: &super::ApiServer,
     namespace: Option<&str>,
+    sa: &str,
     spec: &Value,
 ) -> ApiResult<Option<(String, String)>> {
     let r = &spec["boundObjectRef"];
@@ -159,6 +226,11 @@ pub async fn bound_pod(
         && want != uid
     {
         return Err(invalid("the pod's uid does not match"));
+    }
+    if pod_service_account(&pod) != sa {
+        return Err(ApiError::bad_request(format!(
+            "cannot bind token for serviceaccount \"{sa}\" to pod running with different serviceaccount name."
+        )));
     }
     Ok(Some((name.to_string(), uid)))
 }
@@ -198,6 +270,7 @@ mod tests {
                 name: "robot".into(),
                 uid: "u-1".into(),
                 pod: None,
+                audiences: vec!["api".into()],
             })
         );
         let mut bad = t.clone();

@@ -23,6 +23,30 @@ pub async fn client_from_kubeconfig(path: &Path) -> Result<Client> {
     Client::try_from(config).context("building the API client")
 }
 
+/// The CA (PEM) of the first cluster of a kubeconfig (`certificate-authority-data` or the
+/// file `certificate-authority` names): for a server's own admin kubeconfig, the cluster CA.
+pub fn root_ca_from_kubeconfig(path: &Path) -> Result<String> {
+    use base64::Engine;
+    let kc = Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
+    let cluster = kc
+        .clusters
+        .first()
+        .and_then(|c| c.cluster.as_ref())
+        .with_context(|| format!("{}: no cluster", path.display()))?;
+    if let Some(data) = &cluster.certificate_authority_data {
+        let pem = base64::engine::general_purpose::STANDARD
+            .decode(data.trim())
+            .with_context(|| format!("{}: certificate-authority-data", path.display()))?;
+        return String::from_utf8(pem)
+            .with_context(|| format!("{}: certificate-authority-data", path.display()));
+    }
+    let file = cluster
+        .certificate_authority
+        .as_ref()
+        .with_context(|| format!("{}: the cluster names no CA", path.display()))?;
+    std::fs::read_to_string(file).with_context(|| format!("reading {file}"))
+}
+
 /// Spawns the leader-elected scheduler and controller manager.
 pub fn spawn(client: Client, opts: super::Options, timing: Timing) {
     let sched = Elector::new(

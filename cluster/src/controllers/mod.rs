@@ -13,6 +13,7 @@ pub mod nodelifecycle;
 pub mod podcidr;
 pub mod replicaset;
 pub mod revisions;
+pub mod rootca;
 pub mod serviceaccount;
 
 use std::collections::HashMap;
@@ -182,6 +183,9 @@ pub struct Options {
     pub cluster_cidr: ipnet::Ipv4Net,
     pub node_cidr_prefix: u8,
     pub node_lifecycle: nodelifecycle::Timing,
+    /// The cluster CA (PEM) published in every namespace as `kube-root-ca.crt`; without
+    /// it that controller does not run.
+    pub root_ca: Option<String>,
 }
 
 impl Default for Options {
@@ -190,6 +194,7 @@ impl Default for Options {
             cluster_cidr: "10.244.0.0/16".parse().expect("a valid CIDR"),
             node_cidr_prefix: 24,
             node_lifecycle: Default::default(),
+            root_ca: None,
         }
     }
 }
@@ -204,6 +209,11 @@ pub async fn run(client: Client, opts: Options) {
         gc::run(client.clone()),
         endpoints::run(client.clone()),
         serviceaccount::run(client.clone()),
+        async {
+            if let Some(ca) = opts.root_ca.clone() {
+                rootca::run(client.clone(), ca).await;
+            }
+        },
         podcidr::run(client.clone(), opts.cluster_cidr, opts.node_cidr_prefix),
         nodelifecycle::run(client.clone(), opts.node_lifecycle),
     );

@@ -65,6 +65,13 @@ pub async fn admit(
     if a.verb == "create" && user.node_name().is_some() {
         admit_create(user, a, &super::objects::parse_body(content_type, body)?)?;
     }
+    if let Some(node) = user.node_name()
+        && a.verb == "create"
+        && a.subresource == Some("token")
+    {
+        let req = super::objects::parse_body(content_type, body)?;
+        node::admit_token_request(api, node, a, &req).await?;
+    }
     escalation::check(api, user, a, content_type, body).await
 }
 

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::apiserver::ApiServer;
 use crate::apiserver::auth::Attributes;
-use crate::apiserver::status::ApiResult;
+use crate::apiserver::status::{ApiError, ApiResult};
 use crate::apiserver::storage;
 
 pub const LEASE_NAMESPACE: &str = "kube-node-lease";
@@ -65,6 +65,51 @@ pub async fn allows(api: &ApiServer, node: &str, a: &Attributes<'_>) -> ApiResul
         }
         _ => false,
     })
+}
+
+/// NodeRestriction for TokenRequests: a node may only ask for tokens bound to a pod (named
+/// with its uid) that is scheduled on it. Upstream's wording.
+pub async fn admit_token_request(
+    api: &ApiServer,
+    node: &str,
+    a: &Attributes<'_>,
+    body: &Value,
+) -> ApiResult<()> {
+    let r = &body["spec"]["boundObjectRef"];
+    let name = r["name"].as_str().unwrap_or("");
+    let deny = |why: &str| {
+        Err(ApiError::forbidden(format!(
+            "serviceaccounts \"{}\" is forbidden: {why}",
+            a.name.unwrap_or("")
+        )))
+    };
+    if r["kind"].as_str() != Some("Pod")
+        || r["apiVersion"].as_str() != Some("v1")
+        || name.is_empty()
+    {
+        return deny("node requested token not bound to a pod");
+    }
+    let Some(uid) = r["uid"].as_str().filter(|u| !u.is_empty()) else {
+        return deny("node requested token with a pod binding without a uid");
+    };
+    let pods = crate::apiserver::registry::lookup("", "v1", "pods").expect("pods are served");
+    let Some(kv) = api
+        .store
+        .get(&storage::key(pods, a.namespace, name), None)
+        .await?
+    else {
+        return Err(ApiError::not_found("", "pods", name));
+    };
+    let pod = storage::decode(&kv)?;
+    if pod["metadata"]["uid"].as_str() != Some(uid) {
+        return deny(&format!(
+            "the UID in the bound object reference ({uid}) does not match the UID in record. The object might have been deleted and then recreated"
+        ));
+    }
+    if pod["spec"]["nodeName"].as_str() != Some(node) {
+        return deny("node requested token bound to a pod scheduled on a different node");
+    }
+    Ok(())
 }
 
 /// The pod `a` names, when it is bound to `node`.

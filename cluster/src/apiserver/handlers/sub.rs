@@ -279,7 +279,8 @@ pub async fn token(call: &Call) -> ApiResult<Response<Body>> {
     } else {
         audiences
     };
-    let pod = crate::apiserver::tokens::bound_pod(&call.api, call.ns(), &req["spec"]).await?;
+    let pod = crate::apiserver::tokens::bound_pod(&call.api, call.ns(), call.name(), &req["spec"])
+        .await?;
     let (token, exp) = call.api.tokens.issue(
         call.ns().unwrap_or(""),
         call.name(),

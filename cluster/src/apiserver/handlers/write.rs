@@ -118,6 +118,11 @@ pub async fn create_object(
         o.remove("status");
     }
     defaults::apply(def, &mut obj, None);
+    if def.kind == "Pod" {
+        let ns = namespace.unwrap_or("");
+        api.check_namespace_open(ns).await?;
+        crate::apiserver::sa_admission::admit(api, ns, &mut obj).await?;
+    }
     let name = objects::name(&obj).to_string();
     let causes = validation::validate(def, &obj, None);
     if !causes.is_empty() {

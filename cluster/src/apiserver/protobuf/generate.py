@@ -134,7 +134,8 @@ def main():
             else:
                 t = f"Ty::{SCALARS[kind]}"
             if json is None:
-                json = camel(rust)
+                # k8s-pb spells BoundObjectReference's uid `u_id`; the JSON name is `uid`.
+                json = "uid" if rust == "u_id" else camel(rust)
             rep = "true" if label == "repeated" else "false"
             fields.append(f'Field {{ tag: {tag}, json: "{json}", ty: {t}, repeated: {rep} }}')
         print(f'    Msg {{ name: "{ids[key]}", fields: &[')

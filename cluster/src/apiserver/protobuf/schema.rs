@@ -4187,7 +4187,7 @@ pub static MESSAGES: &[Msg] = &[
             },
             Field {
                 tag: 4,
-                json: "uId",
+                json: "uid",
                 ty: Ty::Str,
                 repeated: false,
             },
