@@ -533,6 +533,23 @@ async fn cluster_dns_answers_from_the_api_and_forwards_the_rest() {
         "dig retries a truncated answer over TCP"
     );
 
+    // An ExternalName service: a CNAME, with the target's address from the upstream.
+    let ext: Service = serde_json::from_value(json!({
+        "metadata": {"name": "ext"},
+        "spec": {"type": "ExternalName", "externalName": "db.example.test"},
+    }))
+    .unwrap();
+    default_services
+        .create(&PostParams::default(), &ext)
+        .await
+        .unwrap();
+    let m = eventually("the ExternalName alias", log, || async {
+        let m = ask_udp(dns, &fqdn("ext.default.svc"), RecordType::A, false).await;
+        (!m.answers.is_empty()).then_some(m)
+    })
+    .await;
+    assert_eq!(data(&m), ["192.0.2.1", "db.example.test."]);
+
     // Everything else goes to the upstream, over the client's transport (reverse names of
     // addresses the cluster does not know went there too).
     let (udp_before, tcp_before) = (
