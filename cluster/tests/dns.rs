@@ -360,7 +360,7 @@ async fn cluster_dns_answers_from_the_api_and_forwards_the_rest() {
         (!m.answers.is_empty()).then_some(m)
     })
     .await;
-    assert_eq!(data(&m), [web_ip.clone()]);
+    assert_eq!(data(&m), [web_ip.as_str()]);
     let srv = ask_udp(
         dns,
         &fqdn("_http._tcp.web.default.svc"),
@@ -375,7 +375,7 @@ async fn cluster_dns_answers_from_the_api_and_forwards_the_rest() {
     assert_eq!(data(&ptr), [fqdn("web.default.svc")]);
     assert_eq!(
         dig(dns, &[&fqdn("web.default.svc")]),
-        [web_ip.clone()],
+        [web_ip.as_str()],
         "dig over UDP"
     );
     assert_eq!(

@@ -106,7 +106,7 @@ impl Responder {
                 out.add_additionals(additional);
             }
             Lookup::Alias(cname, target) => {
-                out.add_answer(cname);
+                out.add_answer(*cname);
                 out.add_answers(self.chase(&zone, &target, query.query_type()).await);
             }
             Lookup::NoData => {

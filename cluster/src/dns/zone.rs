@@ -28,7 +28,7 @@ pub enum Lookup {
     /// The name exists and has records of the type (answers, additional records).
     Answer(Vec<Record>, Vec<Record>),
     /// An ExternalName service: this CNAME, whose target the server resolves elsewhere.
-    Alias(Record, Name),
+    Alias(Box<Record>, Name),
     /// The name exists but has no records of the type.
     NoData,
     /// The name is in the zone and does not exist.
@@ -396,7 +396,7 @@ impl Zone {
             return if qtype == RecordType::CNAME {
                 Lookup::Answer(vec![cname], Vec::new())
             } else {
-                Lookup::Alias(cname, target)
+                Lookup::Alias(Box::new(cname), target)
             };
         }
         match qtype {
