@@ -386,7 +386,17 @@ mod tests {
         );
         assert_eq!(after(&s.args, "--dns-listen"), ["0.0.0.0:53"]);
         assert_eq!(after(&s.args, "--cluster-domain"), ["cluster.local"]);
-        assert_eq!(after(&s.args, "--dns-advertise-address"), ["10.5.0.2"]);
+        // Without a static address the server takes its default route's.
+        assert!(after(&s.args, "--dns-advertise-address").is_empty());
+        let mut with_address = cfg.clone();
+        with_address.machine.network.interfaces = vec![
+            serde_json::from_value(
+                serde_json::json!({"interface": "eth0", "addresses": ["10.5.0.7/24"]}),
+            )
+            .unwrap(),
+        ];
+        let s = server(&with_address, &paths, &programs(), "cp-1", true);
+        assert_eq!(after(&s.args, "--dns-advertise-address"), ["10.5.0.7"]);
         let hc = s.health.unwrap();
         assert_eq!(hc.url, "https://127.0.0.1:6443/readyz");
     }
