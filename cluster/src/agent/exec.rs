@@ -4,9 +4,14 @@
 //! the container's running task through containerd ([`process`]); its streams travel in
 //! Kubernetes' channel framing ([`channels`]) and the session ends with the exit status on the
 //! error stream.
+//!
+//! The same port serves `kubectl attach` (`/attach/...`, [`attach`]) and `kubectl
+//! port-forward` (`/portForward/...`, [`portforward`]), open to the API server alone too.
 
+pub mod attach;
 pub mod auth;
 pub mod channels;
+pub mod portforward;
 pub mod process;
 
 use std::path::PathBuf;
@@ -27,7 +32,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 
 use super::logs::ChannelBody;
-use super::runtime::{ContainerRuntime, TaskState};
+use super::runtime::{ContainerRuntime, PodContainer, TaskState};
 use channels::Outcome;
 use process::{Exec, ExecRequest};
 
@@ -40,11 +45,13 @@ pub struct ExecEndpoint {
     runtime: ContainerRuntime,
     /// Where each exec's FIFOs live (one directory per exec, removed afterwards).
     exec_root: PathBuf,
+    /// The agent root: the containers' log files and stdin FIFOs, for attach.
+    agent_root: PathBuf,
 }
 
-type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+pub(crate) type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
-fn plain(code: StatusCode, msg: String) -> Response<ChannelBody> {
+pub(crate) fn plain(code: StatusCode, msg: String) -> Response<ChannelBody> {
     let (tx, rx) = mpsc::channel(1);
     let _ = tx.try_send(Bytes::from(msg));
     let mut r = Response::new(ChannelBody(rx));
@@ -52,7 +59,7 @@ fn plain(code: StatusCode, msg: String) -> Response<ChannelBody> {
     r
 }
 
-fn flag(v: &str) -> bool {
+pub(crate) fn flag(v: &str) -> bool {
     matches!(v, "1" | "true" | "True")
 }
 
@@ -83,6 +90,7 @@ impl ExecEndpoint {
         ExecEndpoint {
             runtime,
             exec_root: agent_root.join("exec"),
+            agent_root: agent_root.to_path_buf(),
         }
     }
 
@@ -101,6 +109,12 @@ impl ExecEndpoint {
             );
         }
         let path = req.uri().path().to_string();
+        if path.starts_with("/attach/") {
+            return attach::handle(self, req).await;
+        }
+        if path.starts_with("/portForward/") {
+            return portforward::handle(&self.runtime, req).await;
+        }
         let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         let ["exec", _ns, pod, uid, container] = parts.as_slice() else {
             return plain(StatusCode::NOT_FOUND, format!("no such endpoint: {path}\n"));
@@ -133,7 +147,7 @@ impl ExecEndpoint {
             Err(e) => return plain(StatusCode::BAD_REQUEST, format!("{e}\n")),
         };
         let container_id = match self.running_container(&uid, &container).await {
-            Ok(id) => id,
+            Ok(c) => c.id,
             Err((code, msg)) => {
                 return plain(
                     code,
@@ -165,26 +179,15 @@ impl ExecEndpoint {
             )
             .await;
         });
-        let mut r = Response::new(ChannelBody(mpsc::channel(1).1));
-        *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-        let h = r.headers_mut();
-        h.insert(header::CONNECTION, "Upgrade".parse().expect("static"));
-        h.insert(header::UPGRADE, "websocket".parse().expect("static"));
-        if let Ok(v) = derive_accept_key(key.as_bytes()).parse() {
-            h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
-        }
-        if let Some(p) = protocol {
-            h.insert(header::SEC_WEBSOCKET_PROTOCOL, p.parse().expect("static"));
-        }
-        r
+        switching_protocols(&key, protocol)
     }
 
-    /// The containerd ID of the newest attempt of `container` in pod `uid`, if it runs.
-    async fn running_container(
+    /// The newest attempt of `container` in pod `uid`, if it runs.
+    pub(crate) async fn running_container(
         &self,
         uid: &str,
         container: &str,
-    ) -> Result<String, (StatusCode, String)> {
+    ) -> Result<PodContainer, (StatusCode, String)> {
         let internal = |e: anyhow::Error| (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}"));
         let mut attempts: Vec<_> = self
             .runtime
@@ -200,14 +203,31 @@ impl ExecEndpoint {
         attempts.sort_by_key(|c| std::cmp::Reverse(c.attempt));
         for c in attempts {
             if self.runtime.task_state(&c.id).await.map_err(internal)? == TaskState::Running {
-                return Ok(c.id);
+                return Ok(c);
             }
         }
         Err((StatusCode::BAD_REQUEST, "container not running".into()))
     }
 }
 
-fn binary(channel: u8, data: &[u8]) -> Message {
+/// The `101 Switching Protocols` answer to a WebSocket upgrade with `key`, naming the
+/// negotiated subprotocol.
+pub(crate) fn switching_protocols(key: &str, protocol: Option<&str>) -> Response<ChannelBody> {
+    let mut r = Response::new(ChannelBody(mpsc::channel(1).1));
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert(header::CONNECTION, "Upgrade".parse().expect("static"));
+    h.insert(header::UPGRADE, "websocket".parse().expect("static"));
+    if let Ok(v) = derive_accept_key(key.as_bytes()).parse() {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    if let Some(p) = protocol.and_then(|p| p.parse().ok()) {
+        h.insert(header::SEC_WEBSOCKET_PROTOCOL, p);
+    }
+    r
+}
+
+pub(crate) fn binary(channel: u8, data: &[u8]) -> Message {
     Message::Binary(Bytes::from(channels::frame(channel, data)))
 }
 

@@ -230,7 +230,11 @@ pub async fn serve(
                 let root = root.clone();
                 let exec = exec.clone();
                 async move {
-                    let r = if req.uri().path().starts_with("/exec/") {
+                    let path = req.uri().path();
+                    let r = if ["/exec/", "/attach/", "/portForward/"]
+                        .iter()
+                        .any(|p| path.starts_with(p))
+                    {
                         exec.handle(req, may_exec).await
                     } else if req.method() == http::Method::GET {
                         container_logs(&root, req.uri().path(), req.uri().query()).await

@@ -631,8 +631,20 @@ impl PodWorker {
         let result = async {
             std::fs::create_dir_all(&log_dir)
                 .with_context(|| format!("creating {}", log_dir.display()))?;
+            // `stdin: true`: a FIFO kubectl attach writes to (see exec::attach).
+            let stdin = (c.stdin == Some(true))
+                .then(|| super::exec::attach::create_stdin_fifo(&log))
+                .transpose()?;
             self.runtime
-                .create_and_start(&id, image_name, &image, &spec, labels, &log)
+                .create_and_start(
+                    &id,
+                    image_name,
+                    &image,
+                    &spec,
+                    labels,
+                    &log,
+                    stdin.as_deref(),
+                )
                 .await
         }
         .await;

@@ -263,7 +263,9 @@ impl ContainerRuntime {
     }
 
     /// Creates the container `id` (snapshot from the image, `spec` as its runtime spec) and
-    /// starts its task with stdout and stderr appended to `log_path`.
+    /// starts its task with stdout and stderr appended to `log_path` and stdin read from the
+    /// FIFO `stdin` (if any; the shim keeps it open until CloseIO).
+    #[allow(clippy::too_many_arguments)]
     pub async fn create_and_start(
         &self,
         id: &str,
@@ -272,6 +274,7 @@ impl ContainerRuntime {
         spec: &Value,
         labels: BTreeMap<String, String>,
         log_path: &std::path::Path,
+        stdin: Option<&std::path::Path>,
     ) -> Result<()> {
         let mut snaps = SnapshotsClient::new(self.channel.clone());
         let prepared = snaps
@@ -325,7 +328,7 @@ impl ContainerRuntime {
             Err(s) if s.code() == Code::AlreadyExists => {}
             Err(s) => return Err(anyhow!("creating container {id}: {}", s.message())),
         }
-        self.start_task(id, mounts, log_path).await
+        self.start_task(id, mounts, log_path, stdin).await
     }
 
     async fn mounts(&self, id: &str) -> Result<Vec<Mount>> {
@@ -344,7 +347,13 @@ impl ContainerRuntime {
             .mounts)
     }
 
-    async fn start_task(&self, id: &str, rootfs: Vec<Mount>, log: &std::path::Path) -> Result<()> {
+    async fn start_task(
+        &self,
+        id: &str,
+        rootfs: Vec<Mount>,
+        log: &std::path::Path,
+        stdin: Option<&std::path::Path>,
+    ) -> Result<()> {
         let uri = format!("file://{}", log.display());
         let mut tasks = TasksClient::new(self.channel.clone());
         tasks
@@ -353,6 +362,7 @@ impl ContainerRuntime {
                 CreateTaskRequest {
                     container_id: id.to_string(),
                     rootfs,
+                    stdin: stdin.map(|p| p.display().to_string()).unwrap_or_default(),
                     stdout: uri.clone(),
                     stderr: uri,
                     ..Default::default()

@@ -1,10 +1,11 @@
-//! pods/exec: checked here (authorization as `create`, the pod, its container, its node),
-//! then the client's WebSocket is proxied byte for byte to the exec endpoint of the agent on
-//! the pod's node (`crate::agent::exec`), which answers the upgrade itself. pods/attach and
-//! pods/portforward get a clear answer that they are not served.
+//! pods/exec and pods/attach: checked here (authorization as `create`, the pod, its
+//! container, its node), then the client's WebSocket is proxied byte for byte to the
+//! matching endpoint of the agent on the pod's node (`crate::agent::exec`), which answers the
+//! upgrade itself. pods/portforward is checked the same way and served by
+//! [`super::portforward`].
 //!
 //! Only WebSocket clients (`v5.channel.k8s.io`, `v4.channel.k8s.io`, `channel.k8s.io`; kubectl
-//! 1.30 and newer) are served: SPDY upgrades get a 400 that says so.
+//! 1.30 and newer) are served for exec and attach: SPDY upgrades get a 400 that says so.
 
 use std::sync::Arc;
 
@@ -94,14 +95,20 @@ fn pick_container(pod: &Value, pod_name: &str, asked: Option<&str>) -> ApiResult
     }
 }
 
-/// Refuses containers that are not running (per the pod's status).
-fn check_running(pod: &Value, pod_name: &str, container: &str) -> ApiResult<()> {
+/// Refuses a completed pod (`what`: "exec into a container", ...).
+pub(super) fn check_not_completed(pod: &Value, what: &str) -> ApiResult<()> {
     let phase = pod["status"]["phase"].as_str().unwrap_or("");
     if matches!(phase, "Succeeded" | "Failed") {
         return Err(ApiError::bad_request(format!(
-            "cannot exec into a container in a completed pod; current phase is {phase}"
+            "cannot {what} in a completed pod; current phase is {phase}"
         )));
     }
+    Ok(())
+}
+
+/// Refuses containers that are not running (per the pod's status).
+fn check_running(pod: &Value, pod_name: &str, container: &str, what: &str) -> ApiResult<()> {
+    check_not_completed(pod, what)?;
     let status = ["containerStatuses", "initContainerStatuses"]
         .iter()
         .flat_map(|k| pod["status"][*k].as_array().into_iter().flatten())
@@ -129,7 +136,7 @@ fn check_running(pod: &Value, pod_name: &str, container: &str) -> ApiResult<()> 
 }
 
 /// The InternalIP and kubelet port the node reports.
-async fn kubelet_address(api: &ApiServer, node_name: &str) -> ApiResult<(String, u16)> {
+pub(super) async fn kubelet_address(api: &ApiServer, node_name: &str) -> ApiResult<(String, u16)> {
     let nodes = registry::lookup("", "v1", "nodes")
         .ok_or_else(|| ApiError::internal("nodes are not registered"))?;
     let kv = api
@@ -154,7 +161,7 @@ async fn kubelet_address(api: &ApiServer, node_name: &str) -> ApiResult<(String,
 }
 
 /// The certificate chain and key the API server presents to node agents.
-fn node_client(
+pub(super) fn node_client(
     api: &ApiServer,
 ) -> ApiResult<(
     Vec<rustls::pki_types::CertificateDer<'static>>,
@@ -187,7 +194,7 @@ pub async fn serve(
     api: Arc<ApiServer>,
     user: &UserInfo,
     r: ResourceRequest,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
 ) -> ApiResult<Response<Body>> {
     let sub = r.subresource.as_deref().unwrap_or("");
     let (Some(ns), Some(name)) = (r.namespace.as_deref(), r.name.as_deref()) else {
@@ -221,37 +228,102 @@ pub async fn serve(
         .await?
         .ok_or_else(|| ApiError::not_found("", "pods", name))?;
     let pod = storage::decode(&kv)?;
-    if sub != "exec" {
-        return Err(ApiError::bad_request(format!(
-            "pods/{sub} is not supported by this cluster: {}",
-            if sub == "attach" {
-                "containers' output goes to log files (kubectl logs -f); run a new process with kubectl exec"
-            } else {
-                "reach the pod through a Service (ClusterIP or NodePort) instead of kubectl port-forward"
+    match sub {
+        "portforward" => super::portforward::serve(api, &pod, req).await,
+        "attach" => {
+            let o = exec_options(req.uri().query().unwrap_or(""));
+            if !(o.stdin || o.stdout || o.stderr) {
+                return Err(ApiError::bad_request(
+                    "you must specify at least 1 of stdin, stdout, stderr",
+                ));
             }
-        )));
+            let container = pick_container(&pod, name, o.container.as_deref())?;
+            let node_name = node_of(&pod, name)?;
+            check_running(&pod, name, &container, "attach a container")?;
+            let stdin_once = pod["spec"]["containers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .chain(
+                    pod["spec"]["initContainers"]
+                        .as_array()
+                        .into_iter()
+                        .flatten(),
+                )
+                .find(|c| c["name"] == container.as_str())
+                .is_some_and(|c| c["stdinOnce"] == true);
+            let query = {
+                let mut q = form_urlencoded::Serializer::new(String::new());
+                for (k, v) in [
+                    ("stdin", o.stdin),
+                    ("stdout", o.stdout),
+                    ("stderr", o.stderr),
+                    ("tty", o.tty),
+                    ("stdinOnce", stdin_once),
+                ] {
+                    q.append_pair(k, if v { "true" } else { "false" });
+                }
+                q.finish()
+            };
+            let uid = pod["metadata"]["uid"].as_str().unwrap_or("");
+            let path = format!("/attach/{ns}/{name}/{uid}/{container}?{query}");
+            proxy_websocket(&api, node_name, "attach", &path, req).await
+        }
+        _ => {
+            let o = exec_options(req.uri().query().unwrap_or(""));
+            if o.command.is_empty() {
+                return Err(ApiError::bad_request("you must specify at least 1 command"));
+            }
+            if !(o.stdin || o.stdout || o.stderr) {
+                return Err(ApiError::bad_request(
+                    "you must specify at least 1 of stdin, stdout, stderr",
+                ));
+            }
+            let container = pick_container(&pod, name, o.container.as_deref())?;
+            let node_name = node_of(&pod, name)?;
+            check_running(&pod, name, &container, "exec into a container")?;
+            let query = {
+                let mut q = form_urlencoded::Serializer::new(String::new());
+                for c in &o.command {
+                    q.append_pair("command", c);
+                }
+                for (k, v) in [
+                    ("stdin", o.stdin),
+                    ("stdout", o.stdout),
+                    ("stderr", o.stderr),
+                    ("tty", o.tty),
+                ] {
+                    q.append_pair(k, if v { "true" } else { "false" });
+                }
+                q.finish()
+            };
+            let uid = pod["metadata"]["uid"].as_str().unwrap_or("");
+            let path = format!("/exec/{ns}/{name}/{uid}/{container}?{query}");
+            proxy_websocket(&api, node_name, "exec", &path, req).await
+        }
     }
-    let o = exec_options(req.uri().query().unwrap_or(""));
-    if o.command.is_empty() {
-        return Err(ApiError::bad_request("you must specify at least 1 command"));
-    }
-    if !(o.stdin || o.stdout || o.stderr) {
-        return Err(ApiError::bad_request(
-            "you must specify at least 1 of stdin, stdout, stderr",
-        ));
-    }
-    let container = pick_container(&pod, name, o.container.as_deref())?;
-    let node_name = pod["spec"]["nodeName"]
+}
+
+/// The node the pod is bound to.
+pub(super) fn node_of<'a>(pod: &'a Value, name: &str) -> ApiResult<&'a str> {
+    pod["spec"]["nodeName"]
         .as_str()
         .filter(|n| !n.is_empty())
-        .ok_or_else(|| {
-            ApiError::bad_request(format!("pod {name} does not have a host assigned"))
-        })?;
-    check_running(&pod, name, &container)?;
+        .ok_or_else(|| ApiError::bad_request(format!("pod {name} does not have a host assigned")))
+}
+
+/// Proxies the client's WebSocket upgrade to `path` on the kubelet port of `node_name`.
+async fn proxy_websocket(
+    api: &ApiServer,
+    node_name: &str,
+    sub: &str,
+    path: &str,
+    mut req: Request<Incoming>,
+) -> ApiResult<Response<Body>> {
     if !header_str(&req, header::UPGRADE).eq_ignore_ascii_case("websocket") {
         let asked = header_str(&req, header::UPGRADE);
         return Err(ApiError::bad_request(format!(
-            "pods/exec needs a WebSocket upgrade (subprotocol {} or {}){}; use kubectl 1.30 or newer",
+            "pods/{sub} needs a WebSocket upgrade (subprotocol {} or {}){}; use kubectl 1.30 or newer",
             channels::V5,
             channels::V4,
             if asked.is_empty() {
@@ -269,28 +341,11 @@ pub async fn serve(
             "the WebSocket upgrade has no Sec-WebSocket-Key",
         ));
     }
-    let (ip, port) = kubelet_address(&api, node_name).await?;
-    let query = {
-        let mut q = form_urlencoded::Serializer::new(String::new());
-        for c in &o.command {
-            q.append_pair("command", c);
-        }
-        for (k, v) in [
-            ("stdin", o.stdin),
-            ("stdout", o.stdout),
-            ("stderr", o.stderr),
-            ("tty", o.tty),
-        ] {
-            q.append_pair(k, if v { "true" } else { "false" });
-        }
-        q.finish()
-    };
-    let uid = pod["metadata"]["uid"].as_str().unwrap_or("");
-    let path = format!("/exec/{ns}/{name}/{uid}/{container}?{query}");
+    let (ip, port) = kubelet_address(api, node_name).await?;
     let unavailable = |e: &dyn std::fmt::Display| {
-        ApiError::unavailable(format!("exec on node {node_name} ({ip}:{port}): {e}"))
+        ApiError::unavailable(format!("{sub} on node {node_name} ({ip}:{port}): {e}"))
     };
-    let tls = crate::agent::logs::connect(&ip, port, Some(node_client(&api)?))
+    let tls = crate::agent::logs::connect(&ip, port, Some(node_client(api)?))
         .await
         .map_err(|e| unavailable(&format!("{e:#}")))?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
@@ -314,21 +369,7 @@ pub async fn serve(
         .await
         .map_err(|e| unavailable(&e))?;
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-        let code = resp.status();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        let msg = String::from_utf8_lossy(&body).trim().to_string();
-        return Err(if matches!(code.as_u16(), 401 | 403) {
-            ApiError::internal(format!("node {node_name} refused the API server: {msg}"))
-        } else if code.is_client_error() {
-            ApiError::bad_request(msg)
-        } else {
-            ApiError::internal(format!("exec on node {node_name}: {msg}"))
-        });
+        return Err(node_refusal(node_name, sub, resp).await);
     }
     let mut answer = Response::new(full(Bytes::new()));
     *answer.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -344,6 +385,7 @@ pub async fn serve(
     }
     let from_client = hyper::upgrade::on(&mut req);
     let from_node = hyper::upgrade::on(&mut resp);
+    let sub = sub.to_string();
     tokio::spawn(async move {
         match tokio::try_join!(from_client, from_node) {
             Ok((client, node)) => {
@@ -353,10 +395,30 @@ pub async fn serve(
                 )
                 .await;
             }
-            Err(e) => tracing::debug!("pods/exec upgrade: {e}"),
+            Err(e) => tracing::debug!("pods/{sub} upgrade: {e}"),
         }
     });
     Ok(answer)
+}
+
+/// The error for a node agent's non-101 answer: its text, as a client error when the
+/// request was at fault.
+pub(super) async fn node_refusal(node_name: &str, sub: &str, resp: Response<Incoming>) -> ApiError {
+    let code = resp.status();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let msg = String::from_utf8_lossy(&body).trim().to_string();
+    if matches!(code.as_u16(), 401 | 403) {
+        ApiError::internal(format!("node {node_name} refused the API server: {msg}"))
+    } else if code.is_client_error() {
+        ApiError::bad_request(msg)
+    } else {
+        ApiError::internal(format!("{sub} on node {node_name}: {msg}"))
+    }
 }
 
 #[cfg(test)]
@@ -393,8 +455,9 @@ mod tests {
     #[test]
     fn only_running_containers_take_an_exec() {
         let mut p = pod();
-        assert!(check_running(&p, "p", "a").is_ok());
-        let e = check_running(&p, "p", "b").unwrap_err();
+        let what = "exec into a container";
+        assert!(check_running(&p, "p", "a", what).is_ok());
+        let e = check_running(&p, "p", "b", what).unwrap_err();
         assert_eq!(e.code, 400);
         assert!(
             e.message.starts_with("container not running")
@@ -402,10 +465,13 @@ mod tests {
             "{}",
             e.message
         );
-        assert!(check_running(&p, "p", "i").is_err());
+        assert!(check_running(&p, "p", "i", what).is_err());
         p["status"]["phase"] = json!("Succeeded");
-        let e = check_running(&p, "p", "a").unwrap_err();
-        assert!(e.message.contains("completed pod"), "{}", e.message);
+        let e = check_running(&p, "p", "a", what).unwrap_err();
+        assert_eq!(
+            e.message,
+            "cannot exec into a container in a completed pod; current phase is Succeeded"
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! subresources. `dispatch` picks one from the method and the path's shape.
 
 pub mod exec;
+mod portforward;
 mod read;
 mod sub;
 mod watch;
