@@ -1,6 +1,8 @@
 //! Machine configs and the rosconfig for a planned cluster: one `gen config` run (fresh PKI),
-//! then per-node settings (hostname, the two NICs, 127.0.0.1 in the certificate SANs).
+//! then per-node settings (hostname, the two NICs, 127.0.0.1 in the certificate SANs), then
+//! the user's `--config-patch*` patches.
 
+use super::patches::NodePatches;
 use super::plan::{BRIDGE_LINK, NodePlan, Plan, Role, USER_LINK};
 use anyhow::{Context as _, Result};
 use ros_config::generate::{GenOptions, generate};
@@ -14,7 +16,7 @@ pub struct ClusterConfigs {
     pub rosconfig: RosConfig,
 }
 
-pub fn build(plan: &Plan, secrets: Secrets) -> Result<ClusterConfigs> {
+pub fn build(plan: &Plan, secrets: Secrets, patches: &NodePatches) -> Result<ClusterConfigs> {
     let generated = generate(&GenOptions {
         cluster_name: plan.name.clone(),
         endpoint: plan.endpoint.clone(),
@@ -33,7 +35,12 @@ pub fn build(plan: &Plan, secrets: Secrets) -> Result<ClusterConfigs> {
                 Role::Controlplane => &generated.control_plane,
                 Role::Worker => &generated.worker,
             };
-            node_config(base, node, plan, !workers)
+            let cfg = node_config(base, node, plan, !workers)?;
+            let cfg = patches.apply(cfg, node.role, &node.name)?;
+            cfg.validate().map_err(|e| {
+                anyhow::anyhow!("{}: the patched config is invalid:\n{e}", node.name)
+            })?;
+            Ok(cfg)
         })
         .collect::<Result<Vec<_>>>()?;
     let mut rosconfig = generated.rosconfig;
@@ -113,7 +120,7 @@ mod tests {
     #[test]
     fn nodes_get_their_links_names_and_sans() {
         let p = planned(1);
-        let c = build(&p, Secrets::generate().unwrap()).unwrap();
+        let c = build(&p, Secrets::generate().unwrap(), &NodePatches::default()).unwrap();
         assert_eq!(c.nodes.len(), 2);
         let cp = &c.nodes[0];
         assert_eq!(
@@ -155,7 +162,35 @@ mod tests {
 
     #[test]
     fn a_lone_control_plane_schedules_pods() {
-        let c = build(&planned(0), Secrets::generate().unwrap()).unwrap();
+        let c = build(
+            &planned(0),
+            Secrets::generate().unwrap(),
+            &NodePatches::default(),
+        )
+        .unwrap();
         assert!(c.nodes[0].cluster.allow_scheduling_on_control_planes);
+    }
+
+    #[test]
+    fn patches_come_after_the_node_settings() {
+        // With a worker the control plane runs no pods, unless a patch says otherwise.
+        let patches = NodePatches::load(
+            &[],
+            &["cluster:\n  allowSchedulingOnControlPlanes: true\n".to_string()],
+            &[
+                r#"[{"op": "add", "path": "/machine/nodeLabels", "value": {"pool": "w"}}]"#
+                    .to_string(),
+            ],
+        )
+        .unwrap();
+        let c = build(&planned(1), Secrets::generate().unwrap(), &patches).unwrap();
+        assert!(c.nodes[0].cluster.allow_scheduling_on_control_planes);
+        assert!(c.nodes[0].machine.node_labels.is_empty());
+        assert_eq!(c.nodes[1].machine.node_labels["pool"], "w");
+        // The node's own settings are still there.
+        assert_eq!(
+            c.nodes[1].machine.network.hostname.as_deref(),
+            Some("demo-worker-1")
+        );
     }
 }

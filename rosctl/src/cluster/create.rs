@@ -2,6 +2,7 @@
 //! apply-config over each node's forwarded machine API, bootstrap, kubeconfig.
 
 use super::node_api::{self, Phase};
+use super::patches::NodePatches;
 use super::plan::{self, Plan, Request, Role};
 use super::state::{self, ClusterState};
 use super::{configs, image};
@@ -46,6 +47,20 @@ pub struct CreateArgs {
     /// the cluster role, and for machine-API-only tests)
     #[arg(long)]
     pub skip_bootstrap: bool,
+    /// Patch for every node's config: @file.yaml or inline YAML/JSON, a map (strategic
+    /// merge) or a list (RFC 6902 operations); repeatable, applied in order
+    #[arg(long = "config-patch", value_name = "PATCH")]
+    pub config_patch: Vec<String>,
+    /// Patch for the control-plane nodes' configs (after --config-patch)
+    #[arg(
+        long = "config-patch-control-plane",
+        visible_alias = "config-patch-controlplane",
+        value_name = "PATCH"
+    )]
+    pub config_patch_control_plane: Vec<String>,
+    /// Patch for the workers' configs (after --config-patch)
+    #[arg(long = "config-patch-worker", value_name = "PATCH")]
+    pub config_patch_worker: Vec<String>,
     /// Seconds each phase (boot, apply, bootstrap) may take per node
     #[arg(long, default_value_t = 600, value_name = "SECONDS")]
     pub wait_timeout: u64,
@@ -70,6 +85,11 @@ pub fn run(args: CreateArgs) -> Result<ExitCode> {
             super::select_flag(&args.name, &state_dir)
         );
     }
+    let patches = NodePatches::load(
+        &args.config_patch,
+        &args.config_patch_control_plane,
+        &args.config_patch_worker,
+    )?;
     let plan = plan::plan(
         &Request {
             name: args.name.clone(),
@@ -90,6 +110,8 @@ pub fn run(args: CreateArgs) -> Result<ExitCode> {
         );
     }
 
+    // Configs (with the user's patches) before the image, which may take minutes to build.
+    let built = configs::build(&plan, Secrets::generate()?, &patches)?;
     let progress = Progress::new();
     let image = image::resolve(args.image.as_deref(), &progress)?;
     let accel = accel::detect(
@@ -97,8 +119,7 @@ pub fn run(args: CreateArgs) -> Result<ExitCode> {
         state_dir.parent().map(|p| p.join(".accel")).as_deref(),
     );
 
-    let step = progress.step("generating configs and PKI");
-    let built = configs::build(&plan, Secrets::generate()?)?;
+    let step = progress.step("writing configs and PKI");
     std::fs::create_dir_all(&state_dir)
         .with_context(|| format!("--state-dir {}", state_dir.display()))?;
     for (node, cfg) in plan.nodes.iter().zip(&built.nodes) {
@@ -329,4 +350,60 @@ fn print_usage(plan: &Plan, state_dir: &std::path::Path, kubernetes: bool) {
     let select = super::select_flag(&plan.name, state_dir);
     println!("  rosctl cluster show {select}");
     println!("  rosctl cluster destroy {select}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        create: CreateArgs,
+    }
+
+    #[test]
+    fn patch_flags_repeat_and_take_the_talos_spellings() {
+        let cli = Cli::try_parse_from([
+            "create",
+            "--config-patch",
+            "@a.yaml",
+            "--config-patch",
+            "machine: {}",
+            "--config-patch-controlplane",
+            "@cp.yaml",
+            "--config-patch-control-plane",
+            "[]",
+            "--config-patch-worker",
+            "@w.yaml",
+        ])
+        .unwrap();
+        let a = cli.create;
+        assert_eq!(a.config_patch, ["@a.yaml", "machine: {}"]);
+        assert_eq!(a.config_patch_control_plane, ["@cp.yaml", "[]"]);
+        assert_eq!(a.config_patch_worker, ["@w.yaml"]);
+    }
+
+    #[test]
+    fn a_bad_patch_stops_create_before_anything_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let cli = Cli::try_parse_from([
+            "create",
+            "--name",
+            "unit-patch",
+            "--state-dir",
+            &dir.path().join("c").to_string_lossy(),
+            "--config-patch-worker",
+            "machine:\n  noSuchField: 1\n",
+            "--workers",
+            "1",
+        ])
+        .unwrap();
+        let e = format!("{:#}", run(cli.create).unwrap_err());
+        assert!(e.starts_with("--config-patch-worker: "), "{e}");
+        assert!(e.contains("noSuchField"), "{e}");
+        // Nothing was written: no cluster to destroy.
+        assert!(!dir.path().join("c").exists());
+    }
 }

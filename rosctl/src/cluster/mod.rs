@@ -7,6 +7,7 @@ mod destroy;
 mod image;
 mod kube_tls;
 mod node_api;
+mod patches;
 mod plan;
 mod show;
 mod state;
