@@ -46,6 +46,8 @@ pub const DEFAULT_MODULES: &[&str] = &[
     "nf_nat",
     "nf_tables",
     "nft_chain_nat",
+    // the `dnat`/`snat` expressions of the service proxy's rules
+    "nft_nat",
     "nft_ct",
     "nft_numgen",
     "nft_fib_ipv4",
