@@ -268,7 +268,12 @@ fn apply_reboot_reset_on_a_disk() {
     assert!(hostname.contains(HOSTNAME), "{hostname}");
     let spec = ros.ok(&["get", "hostname", "-o", "yaml"]).unwrap();
     assert!(spec.contains(HOSTNAME), "{spec}");
-    let addresses = ros.ok(&["get", "addresses", "-o", "yaml"]).unwrap();
+    // The status is read from the kernel: wait for the controller to have applied it.
+    let addresses = ros
+        .wait_for(&["get", "addresses", "-o", "yaml"], timeout, |out| {
+            out.contains(STATIC_ADDRESS)
+        })
+        .unwrap();
     assert!(
         addresses.contains(STATIC_ADDRESS) && addresses.contains(LINK),
         "{addresses}"
@@ -376,7 +381,11 @@ fn apply_reboot_reset_on_a_disk() {
         .wait_for(&["hostname"], timeout, |out| out.contains(HOSTNAME))
         .unwrap();
     assert!(hostname.contains(HOSTNAME));
-    let addresses = ros.ok(&["get", "addresses", "-o", "yaml"]).unwrap();
+    let addresses = ros
+        .wait_for(&["get", "addresses", "-o", "yaml"], timeout, |out| {
+            out.contains(STATIC_ADDRESS)
+        })
+        .unwrap();
     assert!(addresses.contains(STATIC_ADDRESS), "{addresses}");
     // The firmware clock started at the host's time again; the stored config syncs it.
     assert_time_synced(&ros, &time_server, timeout);
