@@ -108,6 +108,14 @@ fn service_account_tokens_admission_and_root_ca() {
         ca_of(&s, "app") == cluster_ca
     });
 
+    // The default service account comes back too.
+    s.ok(&["-n", "app", "delete", "sa", "default"]);
+    eventually("the default service account recreated", &s, || {
+        s.run(&["-n", "app", "get", "sa", "default"])
+            .status
+            .success()
+    });
+
     // kubectl create token: authenticates as the account, with the asked-for lifetime.
     s.ok(&["-n", "app", "create", "serviceaccount", "robot"]);
     let token = s.ok(&["-n", "app", "create", "token", "robot", "--duration=20m"]);

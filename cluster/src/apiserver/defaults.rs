@@ -89,7 +89,19 @@ pub fn apply(def: &ResourceDef, obj: &mut Value, old: Option<&Value>) {
     match def.kind {
         "Pod" => {
             pod_spec(&mut obj["spec"]);
-            set_default(&mut obj["spec"], "serviceAccountName", json!("default"));
+            // `serviceAccount` is the deprecated spelling: either names the account, and
+            // both are kept the same, as upstream's conversion does.
+            let legacy = obj["spec"]["serviceAccount"].clone();
+            let named = if legacy.as_str().is_some_and(|s| !s.is_empty()) {
+                legacy
+            } else {
+                json!("default")
+            };
+            set_default(&mut obj["spec"], "serviceAccountName", named);
+            let name = obj["spec"]["serviceAccountName"].clone();
+            if obj["spec"].is_object() {
+                obj["spec"]["serviceAccount"] = name;
+            }
             if old.is_none() {
                 let qos = qos_class(&obj["spec"]);
                 if !obj["status"].is_object() {
@@ -224,6 +236,11 @@ mod tests {
         assert_eq!(pod["status"]["phase"], "Pending");
         assert_eq!(pod["status"]["qosClass"], "Guaranteed");
         assert_eq!(pod["spec"]["restartPolicy"], "Always");
+        assert_eq!(pod["spec"]["serviceAccountName"], "default");
+        assert_eq!(pod["spec"]["serviceAccount"], "default");
+        let mut legacy = json!({"metadata": {"name": "p"}, "spec": {"serviceAccount": "robot", "containers": []}});
+        apply(lookup("", "v1", "pods").unwrap(), &mut legacy, None);
+        assert_eq!(legacy["spec"]["serviceAccountName"], "robot");
         assert!(
             pod["spec"].get("initContainers").is_none(),
             "defaulting adds no nulls"

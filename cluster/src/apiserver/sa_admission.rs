@@ -66,6 +66,7 @@ pub async fn admit(api: &ApiServer, ns: &str, pod: &mut Value) -> ApiResult<()> 
         .as_str()
         .unwrap_or("default")
         .to_string();
+    spec["serviceAccount"] = json!(sa_name);
     let pod_name = pod["metadata"]["name"].as_str().unwrap_or("").to_string();
     let Some(sa) = service_account(api, ns, &sa_name).await? else {
         return Err(ApiError::forbidden(format!(
