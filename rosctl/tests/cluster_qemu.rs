@@ -1,11 +1,21 @@
 //! `rosctl cluster create | show | destroy` with real QEMU VMs (TCG on CI) on a bridge in a
-//! network namespace. Needs root (network namespaces, taps), qemu-system-x86 and iproute2;
-//! the image is the e2e suite's (built once per checkout, or `$ROS_E2E_IMAGE`).
+//! network namespace, and Kubernetes on them: a Deployment of an HTTP server behind a
+//! ClusterIP Service, reached from another pod. Needs root (network namespaces, taps),
+//! qemu-system-x86, iproute2, kubectl, docker-registry and busybox-static; the image is the
+//! e2e suite's with the cluster role (built once per checkout, or `$ROS_E2E_CLUSTER_IMAGE`).
 //!
-//! One boot of a control plane and a worker serves every assertion.
+//! One boot of a control plane and a worker serves every assertion. The test images sit in
+//! a registry on the host's 127.0.0.1, which the guests reach as 10.0.2.2 (QEMU user
+//! networking); a `--config-patch` makes it the nodes' mirror for `registry.test`. Every
+//! Kubernetes check goes through kubectl and the forwarded API: the host never dials a node,
+//! pod or service address.
+
+#[path = "../../cluster/tests/support_images/mod.rs"]
+mod support_images;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 const ROSCTL: &str = env!("CARGO_BIN_EXE_rosctl");
 
@@ -89,9 +99,24 @@ fn create_show_reach_and_destroy_a_two_node_cluster() {
     imager::tools::QEMU_SYSTEM
         .find()
         .expect("QEMU is needed (apt-get install qemu-system-x86)");
-    let image = e2e::image().expect("building or finding the e2e image");
+    let kubectl_bin = which("kubectl").expect("kubectl is needed (apt-get install kubectl)");
+    let image = e2e::cluster_image().expect("building or finding the e2e cluster image");
     let accel = e2e::accel(&image);
     let image_dir = image.kernel.parent().unwrap().to_path_buf();
+
+    // The test images, in a registry the guests reach through QEMU's 10.0.2.2.
+    let registry = support_images::Registry::start();
+    let port = registry.host.rsplit_once(':').unwrap().1.to_string();
+    let served = format!("hello from a ros pod, run {}\n", std::process::id());
+    let mut httpd = support_images::TestImage::new("ros-test/httpd", "1");
+    httpd.cmd = ["httpd", "-f", "-p", "8080", "-h", "/www"]
+        .map(String::from)
+        .to_vec();
+    httpd.files = vec![("/www/index.html".into(), served.clone(), 0o644)];
+    registry.push(&httpd);
+    let mirror = format!(
+        r#"{{"machine": {{"registries": {{"mirrors": {{"registry.test": {{"endpoints": ["http://10.0.2.2:{port}"], "skipFallback": true}}}}}}}}}}"#
+    );
 
     let scratch = tempfile::tempdir().unwrap();
     let dir = scratch.path().join("c");
@@ -119,7 +144,8 @@ fn create_show_reach_and_destroy_a_two_node_cluster() {
             "1024",
             "--cpus",
             "1",
-            "--skip-bootstrap",
+            "--config-patch",
+            &mirror,
             "--wait-timeout",
             &e2e::phase_timeout(accel).as_secs().to_string(),
         ])
@@ -203,6 +229,14 @@ fn create_show_reach_and_destroy_a_two_node_cluster() {
     let ns_addr = imager::qemu::netns::exec(&netns, "ip", &["-o", "addr", "show", "br0"]).unwrap();
     assert!(String::from_utf8_lossy(&ns_addr.stdout).contains("10.5.0.1/24"));
 
+    // Kubernetes: a Deployment and a Service on the worker, reached from another pod.
+    let kube = Kubectl {
+        bin: kubectl_bin,
+        kubeconfig: dir.join("kubeconfig"),
+    };
+    let timeout = 2 * e2e::phase_timeout(accel);
+    serves_a_deployment_through_its_cluster_ip(&kube, &name, &served, timeout, &registry);
+
     // destroy: no QEMU left, no namespace, no state.
     let d = rosctl(&["cluster", "destroy", "--state-dir", &dir_s]);
     assert!(d.status.success(), "{}", text(&d));
@@ -231,4 +265,249 @@ fn is_root() -> bool {
                 .and_then(|l| l.split_whitespace().nth(2).map(|e| e == "0"))
         })
         .unwrap_or(false)
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}
+
+/// The real kubectl with the cluster's kubeconfig (its server is the forwarded 127.0.0.1 port).
+struct Kubectl {
+    bin: PathBuf,
+    kubeconfig: PathBuf,
+}
+
+impl Kubectl {
+    fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut child = Command::new(&self.bin)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running kubectl");
+        if let Some(input) = stdin {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
+        }
+        child.wait_with_output().unwrap()
+    }
+
+    /// stdout of a command that must succeed.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args, None);
+        assert!(out.status.success(), "kubectl {args:?}: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Repeats `args` until `done` accepts its output (or the deadline passes: panics with the
+    /// last output and `context()`, which gathers what explains the failure).
+    fn until(
+        &self,
+        what: &str,
+        args: &[&str],
+        timeout: Duration,
+        done: impl Fn(&Output) -> bool,
+        context: impl Fn() -> String,
+    ) -> Output {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let out = self.run(args, None);
+            if done(&out) {
+                return out;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "{what}: not within {timeout:?}; last kubectl {args:?}: {}\n{}",
+                    text(&out),
+                    context()
+                );
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+
+    /// Pods, events and nodes, for failure messages.
+    fn overview(&self) -> String {
+        let mut s = String::new();
+        for args in [
+            &["get", "nodes", "-o", "wide"][..],
+            &["get", "pods", "-A", "-o", "wide"],
+            &["get", "events", "-A"],
+            &["get", "endpointslices", "-A"],
+        ] {
+            let out = self.run(args, None);
+            s.push_str(&format!(
+                "--- kubectl {} ---\n{}",
+                args.join(" "),
+                text(&out)
+            ));
+        }
+        s
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+const WEB: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: httpd
+        image: registry.test/ros-test/httpd:1
+        ports:
+        - containerPort: 8080
+        readinessProbe:
+          httpGet: {path: /, port: 8080}
+          periodSeconds: 2
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  selector: {app: web}
+  ports:
+  - port: 80
+    targetPort: 8080
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: client
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: client
+    image: registry.test/ros-test/httpd:1
+    command: [sleep, "3600"]
+"#;
+
+fn serves_a_deployment_through_its_cluster_ip(
+    kube: &Kubectl,
+    cluster: &str,
+    served: &str,
+    timeout: Duration,
+    registry: &support_images::Registry,
+) {
+    let started = Instant::now();
+    let context = || {
+        format!(
+            "{}--- registry log ---\n{}",
+            kube.overview(),
+            registry.log()
+        )
+    };
+    // The worker registers itself once containerd and its agent run.
+    let worker = format!("{cluster}-worker-1");
+    kube.until(
+        "the worker Node Ready",
+        &[
+            "get",
+            "node",
+            &worker,
+            "-o",
+            r#"jsonpath={.status.conditions[?(@.type=="Ready")].status}"#,
+        ],
+        timeout,
+        |o| stdout(o) == "True",
+        context,
+    );
+    eprintln!(
+        "worker Ready after {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let applied = kube.run(&["apply", "-f", "-"], Some(WEB));
+    assert!(
+        applied.status.success(),
+        "kubectl apply: {}",
+        text(&applied)
+    );
+    let rollout = kube.run(
+        &[
+            "rollout",
+            "status",
+            "deployment/web",
+            &format!("--timeout={}s", timeout.as_secs()),
+        ],
+        None,
+    );
+    assert!(
+        rollout.status.success(),
+        "rollout: {}\n{}",
+        text(&rollout),
+        context()
+    );
+    eprintln!(
+        "web rolled out after {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    // Both replicas run on the worker: the control plane takes no pods when a worker exists.
+    let nodes = kube.ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=web",
+        "-o",
+        "jsonpath={range .items[*]}{.spec.nodeName}{\"\\n\"}{end}",
+    ]);
+    let nodes: Vec<&str> = nodes.lines().collect();
+    assert_eq!(nodes, [worker.as_str(), worker.as_str()], "{}", context());
+
+    let ip = kube.ok(&["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"]);
+    assert!(
+        ip.parse::<std::net::Ipv4Addr>().is_ok(),
+        "service web has no cluster IP: {ip:?}"
+    );
+    kube.until(
+        "the client pod Running",
+        &["get", "pod", "client", "-o", "jsonpath={.status.phase}"],
+        timeout,
+        |o| stdout(o) == "Running",
+        context,
+    );
+    // From the client pod, through the service proxy's rules on the worker, to a replica.
+    // (busybox's own `wget -T` crashes in Debian's busybox-static 1.35; `timeout` bounds it.)
+    let url = format!("http://{ip}:80/");
+    let got = kube.until(
+        &format!("{url} from the client pod"),
+        &[
+            "exec", "client", "--", "timeout", "10", "wget", "-qO-", &url,
+        ],
+        timeout,
+        |o| o.status.success(),
+        context,
+    );
+    assert_eq!(stdout(&got), served);
+    eprintln!(
+        "{url} served from the client pod after {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
 }

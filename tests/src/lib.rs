@@ -18,6 +18,8 @@ pub mod rosctl;
 
 /// A directory with `kernel`, `initramfs` and `rootfs.sqsh`, used instead of building.
 pub const ENV_IMAGE: &str = "ROS_E2E_IMAGE";
+/// The same for [`cluster_image`] (an image with the cluster role, e.g. `_out/image`).
+pub const ENV_CLUSTER_IMAGE: &str = "ROS_E2E_CLUSTER_IMAGE";
 
 #[derive(Debug, Clone)]
 pub struct Image {
@@ -59,8 +61,24 @@ pub fn scratch() -> PathBuf {
 /// static init, Debian's cloud kernel). Tests running in parallel build it once: the build
 /// holds a lock and is skipped when its inputs have not changed.
 pub fn image() -> Result<Image> {
-    if let Some(dir) = std::env::var_os(ENV_IMAGE) {
-        return Image::in_dir(Path::new(&dir)).with_context(|| format!("${ENV_IMAGE}"));
+    built_image(false)
+}
+
+/// [`image`] with the cluster role (`/usr/bin/cluster`): what `rosctl cluster create` boots
+/// to run Kubernetes. Built beside it from the same release build (`$ROS_E2E_CLUSTER_IMAGE`
+/// instead, when set).
+pub fn cluster_image() -> Result<Image> {
+    built_image(true)
+}
+
+fn built_image(with_cluster: bool) -> Result<Image> {
+    let env = if with_cluster {
+        ENV_CLUSTER_IMAGE
+    } else {
+        ENV_IMAGE
+    };
+    if let Some(dir) = std::env::var_os(env) {
+        return Image::in_dir(Path::new(&dir)).with_context(|| format!("${env}"));
     }
     let scratch = scratch();
     std::fs::create_dir_all(&scratch)?;
@@ -69,22 +87,27 @@ pub fn image() -> Result<Image> {
 
     let workspace = workspace();
     let log = |line: &str| eprintln!("e2e: {line}");
-    // One release invocation builds machined and rosctl together (the tests drive nodes with
-    // that rosctl), so shared dependencies are compiled once, with one feature set.
-    let ours = imager::cargo_build::build(&workspace, false, &log)?;
+    // One release invocation builds machined, cluster and rosctl together (the tests drive
+    // nodes with that rosctl), so shared dependencies are compiled once, with one feature
+    // set, whichever of the two images is asked for first.
+    let ours = imager::cargo_build::build(&workspace, true, &log)?;
     let kernel = imager::fetch::cached_or_fetch(&workspace.join("_out/kernel"), &log)?;
     let config = ImageConfig::default();
     let inputs = BuildInputs {
         kernel,
         init: ours.init,
         machined: ours.machined,
-        cluster: None,
+        cluster: if with_cluster { ours.cluster } else { None },
         config,
         embedded_config: None,
         ca_bundle: imager::rootfs::CA_BUNDLE.into(),
         epoch: imager::epoch::source_date_epoch()?,
     };
-    let out = scratch.join("image");
+    let out = scratch.join(if with_cluster {
+        "cluster-image"
+    } else {
+        "image"
+    });
     let key = input_key(&inputs)?;
     let stamp = out.join("inputs.sha256");
     if std::fs::read_to_string(&stamp).ok().as_deref() == Some(key.as_str())
@@ -167,6 +190,7 @@ fn input_key(inputs: &BuildInputs) -> Result<String> {
         inputs.machined.clone(),
         inputs.kernel.vmlinuz.clone(),
     ];
+    files.extend(inputs.cluster.clone());
     for binary in &inputs.config.binaries {
         if binary.path.is_file() {
             files.push(binary.path.clone());
