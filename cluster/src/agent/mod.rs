@@ -2,7 +2,8 @@
 //! pods bound to it through containerd.
 //!
 //! Images are pulled from OCI registries (`images/`); init containers, probes (`probes/`)
-//! and preStop hooks run as in the kubelet. Not yet: projected volumes, image garbage
+//! and preStop hooks run as in the kubelet; volumes, including projected service account
+//! tokens renewed before they expire, are in `volumes/`. Not yet: image garbage
 //! collection, postStart hooks.
 
 pub mod dns_config;
