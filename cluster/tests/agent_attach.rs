@@ -5,8 +5,8 @@
 //! containerd, runc, busybox-static and kubectl.
 
 mod agent_support;
-
-use agent_support::kubectl_support;
+#[path = "kubectl_support/mod.rs"]
+mod kubectl_support;
 
 use std::io::{Read, Write};
 use std::process::{Child, ChildStdin, Stdio};

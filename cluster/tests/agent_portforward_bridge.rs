@@ -106,7 +106,7 @@ spec:
     command: ["/bin/sh", "-c", "mkdir -p /www && echo in-the-pod > /www/index.html && exec /bin/busybox httpd -f -p 8080 -h /www"]
 "#
     ));
-    wait_for("pod web running with its own IP", &context, || {
+    wait_for("pod web running with its own IP", context, || {
         let p = h.server.get(&["pod", "web"])?;
         let ip = p["status"]["podIP"].as_str()?;
         (p["status"]["phase"] == "Running" && ip != NODE_IP).then_some(())
@@ -115,7 +115,7 @@ spec:
         .as_str()
         .unwrap()
         .to_string();
-    wait_for("httpd answering on the pod IP", &context, || {
+    wait_for("httpd answering on the pod IP", context, || {
         http_get(&h.node.path, &format!("http://{ip}:8080/")).map(|_| ())
     });
     // Not on the node's loopback: only inside the pod's namespace.
