@@ -47,6 +47,12 @@ fn tokens() -> std::sync::MutexGuard<'static, HashMap<TokenKey, Issued>> {
     TOKENS.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// After a failed renewal, a pod (by directory) waits this long before the next attempt, so
+/// a deleted service account does not turn every sync into an API call.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(10);
+static FAILED: LazyLock<Mutex<HashMap<PathBuf, SystemTime>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
 /// When a token valid for `ttl` from now is due for renewal.
 fn refresh_time(now: SystemTime, ttl: Duration) -> SystemTime {
     now + (ttl.mul_f64(0.8)).min(MAX_TOKEN_AGE)
@@ -370,6 +376,25 @@ pub async fn refresh(client: &Client, pod: &Pod, pod_dir: &Path) -> Result<()> {
     if done || !tokens_due(pod, pod_dir) {
         return Ok(());
     }
+    {
+        let mut failed = FAILED.lock().unwrap_or_else(|e| e.into_inner());
+        failed.retain(|dir, _| dir.exists());
+        if failed.get(pod_dir).is_some_and(|t| *t > SystemTime::now()) {
+            return Ok(());
+        }
+    }
+    let result = rewrite(client, pod, pod_dir).await;
+    if result.is_err() {
+        FAILED.lock().unwrap_or_else(|e| e.into_inner()).insert(
+            pod_dir.to_path_buf(),
+            SystemTime::now() + RETRY_AFTER_FAILURE,
+        );
+    }
+    result
+}
+
+/// Rewrites the pod's projected volumes that exist on disk, with fresh tokens.
+async fn rewrite(client: &Client, pod: &Pod, pod_dir: &Path) -> Result<()> {
     let volumes_dir = pod_dir.join(super::VOLUMES_DIR);
     let made: Vec<_> = pod
         .spec
