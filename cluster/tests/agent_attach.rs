@@ -283,7 +283,17 @@ fn kubectl_attach_streams_output_and_feeds_stdin() {
     h.wait_running("ticker");
     h.wait_running("reader");
 
-    // attach without -i: live output, from now on.
+    // attach without -i: live output, from now on (tick 0 is already in the log).
+    wait_for(
+        "ticker's first ticks in its log",
+        || h.context(),
+        || {
+            let out = h.server.run(&["logs", "ticker"]);
+            String::from_utf8_lossy(&out.stdout)
+                .contains("tick 1\n")
+                .then_some(())
+        },
+    );
     let mut ticker = h.spawn(&["attach", "ticker"]);
     wait_for(
         "two ticks through attach",
