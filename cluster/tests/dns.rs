@@ -331,6 +331,20 @@ async fn cluster_dns_answers_from_the_api_and_forwards_the_rest() {
             .all(|p| p.port == port)
     );
 
+    // This server announces itself with a lease (several control planes each list theirs).
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(c.clone(), "kube-system");
+    let announced = leases
+        .list(&kube::api::ListParams::default().labels("dns.ros.dev/server=true"))
+        .await
+        .unwrap();
+    let holders: Vec<_> = announced
+        .items
+        .iter()
+        .filter_map(|l| l.spec.as_ref()?.holder_identity.clone())
+        .collect();
+    assert_eq!(holders, ["127.0.0.1"]);
+
     // The system services answer once the watches have synced.
     let m = eventually("kube-dns answering", log, || async {
         let m = ask_udp(dns, &fqdn("kube-dns.kube-system.svc"), RecordType::A, false).await;

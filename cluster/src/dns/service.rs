@@ -22,6 +22,7 @@ use serde_json::json;
 pub const NAMESPACE: &str = "kube-system";
 pub const NAME: &str = "kube-dns";
 pub const ANNOUNCE_LABEL: &str = "dns.ros.dev/server";
+const PORT_ANNOTATION: &str = "dns.ros.dev/port";
 const LEASE_SECONDS: i64 = 30;
 const RENEW: Duration = Duration::from_secs(10);
 
@@ -80,7 +81,7 @@ async fn reconcile(client: &kube::Client, p: &Publish, warned: &mut bool) -> Res
     let lease: Lease = serde_json::from_value(json!({
         "metadata": {"name": name, "namespace": NAMESPACE,
                      "labels": {ANNOUNCE_LABEL: "true"},
-                     "annotations": {"dns.ros.dev/port": p.port.to_string()}},
+                     "annotations": {PORT_ANNOTATION: p.port.to_string()}},
         "spec": {"holderIdentity": p.address.to_string(), "leaseDurationSeconds": LEASE_SECONDS,
                  "renewTime": renew},
     }))?;
@@ -102,36 +103,45 @@ async fn reconcile(client: &kube::Client, p: &Publish, warned: &mut bool) -> Res
                 .context("creating the DNS lease")?;
         }
     }
-    let mut servers: BTreeMap<IpAddr, u16> = BTreeMap::new();
-    servers.insert(p.address, p.port);
     let all = leases
         .list(&ListParams::default().labels(&format!("{ANNOUNCE_LABEL}=true")))
         .await
         .context("listing the DNS leases")?;
-    for l in all.items {
+    let (mut servers, expired) = live_servers(&all.items, now().as_second());
+    servers.insert(p.address, p.port);
+    for name in expired {
+        let _ = leases.delete(&name, &DeleteParams::default()).await;
+    }
+    write_endpoints(client, &servers).await
+}
+
+/// The servers the announcement leases name (address -> DNS port) that are still renewed
+/// at `now` (Unix seconds), and the names of the expired leases.
+fn live_servers(leases: &[Lease], now: i64) -> (BTreeMap<IpAddr, u16>, Vec<String>) {
+    let mut servers = BTreeMap::new();
+    let mut expired = Vec::new();
+    for l in leases {
         let Some(spec) = &l.spec else { continue };
         let (Some(holder), Some(renewed)) = (&spec.holder_identity, &spec.renew_time) else {
             continue;
         };
-        let ttl = spec.lease_duration_seconds.unwrap_or(0) as i64;
-        let expired = renewed.0.as_second() + ttl < now().as_second();
-        let lname = l.metadata.name.clone().unwrap_or_default();
-        if expired {
-            let _ = leases.delete(&lname, &DeleteParams::default()).await;
+        let ttl = i64::from(spec.lease_duration_seconds.unwrap_or(0));
+        if renewed.0.as_second() + ttl < now {
+            expired.extend(l.metadata.name.clone());
             continue;
         }
         let port = l
             .metadata
             .annotations
             .as_ref()
-            .and_then(|a| a.get("dns.ros.dev/port"))
+            .and_then(|a| a.get(PORT_ANNOTATION))
             .and_then(|v| v.parse().ok())
             .unwrap_or(53);
         if let Ok(ip) = holder.parse() {
             servers.insert(ip, port);
         }
     }
-    write_endpoints(client, &servers).await
+    (servers, expired)
 }
 
 fn service_ports(port: u16) -> serde_json::Value {
@@ -275,6 +285,38 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endpoints_are_the_servers_whose_leases_are_renewed() {
+        let lease = |name: &str, holder: &str, renewed: &str, port: Option<&str>| -> Lease {
+            let mut l: Lease = serde_json::from_value(json!({
+                "metadata": {"name": name, "namespace": NAMESPACE},
+                "spec": {"holderIdentity": holder, "leaseDurationSeconds": 30,
+                         "renewTime": renewed},
+            }))
+            .unwrap();
+            if let Some(p) = port {
+                l.metadata.annotations =
+                    Some([(PORT_ANNOTATION.to_string(), p.to_string())].into());
+            }
+            l
+        };
+        let now: jiff::Timestamp = "2026-11-26T01:00:00Z".parse().unwrap();
+        let leases = [
+            lease("a", "10.5.0.2", "2026-11-26T00:59:50.000000Z", None),
+            lease("b", "10.5.0.3", "2026-11-26T00:59:31.000000Z", Some("5353")),
+            lease("c", "10.5.0.4", "2026-11-26T00:59:29.000000Z", None),
+        ];
+        let (servers, expired) = live_servers(&leases, now.as_second());
+        assert_eq!(
+            servers.into_iter().collect::<Vec<_>>(),
+            [
+                ("10.5.0.2".parse().unwrap(), 53),
+                ("10.5.0.3".parse().unwrap(), 5353)
+            ]
+        );
+        assert_eq!(expired, ["c"]);
+    }
 
     #[test]
     fn cluster_dns_is_the_tenth_address() {
