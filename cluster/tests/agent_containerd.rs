@@ -3,83 +3,18 @@
 //! adoption after an agent restart. Needs root and the Debian packages containerd, runc,
 //! busybox-static and kubectl.
 
+#[path = "agent_support/harness.rs"]
+mod agent_harness;
 mod agent_support;
 #[path = "kubectl_support/mod.rs"]
 mod kubectl_support;
 
-use agent_support::{Agent, Containerd, IMAGE, wait_for};
-use kubectl_support::Server;
-use serde_json::Value;
+use agent_harness::{Harness, NODE, running};
+use agent_support::{IMAGE, wait_for};
 
-const NODE: &str = "n1";
-
-/// Fields drop in order: the agent stops before containerd removes the tasks, so it cannot
-/// restart a container behind containerd's back and leave a shim running.
-struct Harness {
-    agent: Option<Agent>,
-    containerd: Containerd,
-    server: Server,
-    root: tempfile::TempDir,
-}
-
-impl Harness {
-    fn start() -> Harness {
-        let containerd = Containerd::start();
-        containerd.import_test_image();
-        let server = Server::start();
-        let root = tempfile::tempdir().unwrap();
-        let agent = Agent::start(
-            &server.kubeconfig,
-            &containerd,
-            NODE,
-            &root.path().join("agent"),
-        );
-        Harness {
-            server,
-            containerd,
-            agent: Some(agent),
-            root,
-        }
-    }
-
-    fn restart_agent(&mut self) {
-        drop(self.agent.take());
-        self.agent = Some(Agent::start(
-            &self.server.kubeconfig,
-            &self.containerd,
-            NODE,
-            &self.root.path().join("agent"),
-        ));
-    }
-
-    fn context(&self) -> String {
-        format!(
-            "agent log:\n{}\ncontainerd log (tail):\n{}",
-            self.agent.as_ref().map(|a| a.log()).unwrap_or_default(),
-            self.containerd
-                .log()
-                .lines()
-                .rev()
-                .take(20)
-                .collect::<Vec<_>>()
-                .join("\n")
-        )
-    }
-
-    fn get(&self, args: &[&str]) -> Option<Value> {
-        let out = self.server.run(&[&["get"], args, &["-o", "json"]].concat());
-        out.status
-            .success()
-            .then(|| serde_json::from_slice(&out.stdout).unwrap())
-    }
-
-    fn pod(&self, name: &str) -> Option<Value> {
-        self.get(&["pod", name])
-    }
-
-    fn apply_pod(&self, name: &str, restart_policy: &str, script: &str, grace: u32) {
-        let yaml = format!(
-            "apiVersion: v1
+fn apply_pod(h: &Harness, name: &str, restart_policy: &str, script: &str, grace: u32) {
+    let yaml = format!(
+        "apiVersion: v1
 kind: Pod
 metadata:
   name: {name}
@@ -103,14 +38,14 @@ spec:
         memory: 64Mi
         cpu: 500m
 "
-        );
-        self.server.ok_stdin(&["apply", "-f", "-"], &yaml);
-    }
+    );
+    h.server.ok_stdin(&["apply", "-f", "-"], &yaml);
+}
 
-    /// A pod whose env comes from ConfigMap `config_map` (key `k`).
-    fn apply_pod_env_from(&self, name: &str, config_map: &str) {
-        let yaml = format!(
-            "apiVersion: v1
+/// A pod whose env comes from ConfigMap `config_map` (key `k`).
+fn apply_pod_env_from(h: &Harness, name: &str, config_map: &str) {
+    let yaml = format!(
+        "apiVersion: v1
 kind: Pod
 metadata:
   name: {name}
@@ -126,36 +61,8 @@ spec:
       valueFrom:
         configMapKeyRef: {{name: {config_map}, key: k}}
 "
-        );
-        self.server.ok_stdin(&["apply", "-f", "-"], &yaml);
-    }
-
-    /// Waits until pod `name`'s first container status satisfies `check`; returns the pod.
-    fn wait_pod(&self, name: &str, what: &str, check: impl Fn(&Value, &Value) -> bool) -> Value {
-        wait_for(
-            &format!("pod {name}: {what}"),
-            || {
-                format!(
-                    "pod: {:#}\n{}",
-                    self.pod(name).unwrap_or_default(),
-                    self.context()
-                )
-            },
-            || {
-                let p = self.pod(name)?;
-                let cs = p["status"]["containerStatuses"][0].clone();
-                check(&p, &cs).then_some(p)
-            },
-        )
-    }
-
-    fn containers(&self) -> Vec<String> {
-        self.containerd.lines(&["containers", "ls", "-q"])
-    }
-}
-
-fn running(p: &Value, cs: &Value) -> bool {
-    p["status"]["phase"] == "Running" && cs["state"]["running"].is_object()
+    );
+    h.server.ok_stdin(&["apply", "-f", "-"], &yaml);
 }
 
 #[test]
@@ -203,7 +110,8 @@ fn node_registers_and_pod_runs_then_is_deleted() {
     assert!(lease["spec"]["renewTime"].is_string());
 
     // `sleep` as PID 1 ignores SIGTERM, so deletion needs the SIGKILL after the grace period.
-    h.apply_pod(
+    apply_pod(
+        &h,
         "web",
         "Always",
         "echo $GREETING from $MY_POD; exec sleep 1000",
@@ -265,7 +173,8 @@ fn node_registers_and_pod_runs_then_is_deleted() {
         h.server.ok(&["logs", "web", "-c", "main"]).trim(),
         "hello from web"
     );
-    h.apply_pod(
+    apply_pod(
+        &h,
         "ticker",
         "Always",
         "i=0; while true; do echo tick $i; i=$((i+1)); sleep 1; done",
@@ -305,9 +214,9 @@ fn node_registers_and_pod_runs_then_is_deleted() {
 #[test]
 fn exit_codes_restart_policy_and_crash_loop() {
     let h = Harness::start();
-    h.apply_pod("ok", "Never", "exit 0", 1);
-    h.apply_pod("bad", "Never", "exit 7", 1);
-    h.apply_pod("crash", "Always", "echo crashing; exit 3", 1);
+    apply_pod(&h, "ok", "Never", "exit 0", 1);
+    apply_pod(&h, "bad", "Never", "exit 7", 1);
+    apply_pod(&h, "crash", "Always", "echo crashing; exit 3", 1);
 
     let p = h.wait_pod("ok", "Succeeded", |p, _| {
         p["status"]["phase"] == "Succeeded"
@@ -369,13 +278,13 @@ fn exit_codes_restart_policy_and_crash_loop() {
 #[test]
 fn restarted_agent_adopts_running_containers() {
     let mut h = Harness::start();
-    h.apply_pod("long", "Always", "exec sleep 1000", 1);
+    apply_pod(&h, "long", "Always", "exec sleep 1000", 1);
     let before = h.wait_pod("long", "Running", running);
     let id = before["status"]["containerStatuses"][0]["containerID"].clone();
 
     h.restart_agent();
     // A second pod Running proves the new agent has synced (each sync covers every pod).
-    h.apply_pod("marker", "Always", "exec sleep 1000", 1);
+    apply_pod(&h, "marker", "Always", "exec sleep 1000", 1);
     h.wait_pod("marker", "Running", running);
 
     let after = h.wait_pod("long", "Running", running);
@@ -494,7 +403,7 @@ spec:
     );
 
     // A missing ConfigMap holds the container back until it exists.
-    h.apply_pod_env_from("waits", "later");
+    apply_pod_env_from(&h, "waits", "later");
     let p = h.wait_pod("waits", "CreateContainerConfigError", |_, cs| {
         cs["state"]["waiting"]["reason"] == "CreateContainerConfigError"
     });
@@ -542,4 +451,54 @@ fn node_is_not_ready_while_containerd_is_down() {
     h.containerd.kill_daemon();
     let c = wait_for("node not Ready", || h.context(), || ready(&h, "False"));
     assert_eq!(c["reason"], "ContainerRuntimeDown");
+}
+
+/// The containerd guard leaves nothing behind even when containerd cannot remove its tasks
+/// (it died first): the shim and container are killed by PID, the rootfs mount detached,
+/// the directory removed.
+#[test]
+fn containerd_guard_cleans_up_after_a_dead_containerd() {
+    use agent_support::{Containerd, cleanup};
+    let mut c = Containerd::start();
+    c.import_test_image();
+    // runc's state dir is shared by every containerd on the host: a unique ID.
+    let id = format!("guard-test-{}", std::process::id());
+    let run = c.ctr(&[
+        "run",
+        "-d",
+        "--snapshotter",
+        "overlayfs",
+        IMAGE,
+        &id,
+        "/bin/sleep",
+        "1000",
+    ]);
+    assert!(
+        run.status.success(),
+        "ctr run: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let dir = c.dir.path().to_path_buf();
+    let socket = c.socket.clone();
+    let shims = cleanup::shims(&socket, &dir.join("state"));
+    assert_eq!(shims.len(), 1, "one shim serves the container");
+    assert!(
+        !cleanup::mounts_under(&dir).is_empty(),
+        "the container's rootfs is mounted below the guard's dir"
+    );
+    c.kill_daemon();
+    drop(c);
+    assert!(
+        cleanup::shims(&socket, &dir.join("state")).is_empty(),
+        "no shim left"
+    );
+    assert!(!cleanup::alive(shims[0]), "shim {} is gone", shims[0]);
+    assert!(cleanup::mounts_under(&dir).is_empty(), "no mount left");
+    assert!(
+        !std::path::Path::new("/run/containerd/runc/k8s.io")
+            .join(&id)
+            .exists(),
+        "runc's state of {id} removed"
+    );
+    assert!(!dir.exists(), "{} removed", dir.display());
 }

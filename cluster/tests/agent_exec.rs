@@ -3,99 +3,20 @@
 //! with a resize, driven over the WebSocket directly (kubectl -t needs a terminal). Needs root
 //! and the Debian packages containerd, runc, busybox-static and kubectl.
 
+#[path = "agent_support/harness.rs"]
+mod agent_harness;
 mod agent_support;
 #[path = "kubectl_support/mod.rs"]
 mod kubectl_support;
 
 use std::sync::Arc;
 
-use agent_support::{Agent, Containerd, IMAGE, wait_for};
+use agent_harness::{Harness, NODE};
+use agent_support::{IMAGE, wait_for};
 use futures_util::{SinkExt, StreamExt};
-use kubectl_support::Server;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-
-const NODE: &str = "n1";
-
-/// Fields drop in order: the agent stops first, so it cannot restart containers while
-/// containerd's guard removes them.
-struct Harness {
-    agent: Agent,
-    server: Server,
-    containerd: Containerd,
-    root: tempfile::TempDir,
-}
-
-impl Harness {
-    fn start() -> Harness {
-        let containerd = Containerd::start();
-        containerd.import_test_image();
-        let server = Server::start();
-        let root = tempfile::tempdir().unwrap();
-        let agent = Agent::start(
-            &server.kubeconfig,
-            &containerd,
-            NODE,
-            &root.path().join("agent"),
-        );
-        Harness {
-            server,
-            containerd,
-            agent,
-            root,
-        }
-    }
-
-    fn context(&self) -> String {
-        format!(
-            "agent log:\n{}\nserver log (tail):\n{}",
-            self.agent.log(),
-            tail(&self.server.log(), 30)
-        )
-    }
-
-    fn pod(&self, name: &str) -> Option<Value> {
-        let out = self.server.run(&["get", "pod", name, "-o", "json"]);
-        out.status
-            .success()
-            .then(|| serde_json::from_slice(&out.stdout).unwrap())
-    }
-
-    /// Runs kubectl; its exit code, stdout and stderr.
-    fn kubectl(&self, args: &[&str], stdin: &str) -> (i32, String, String) {
-        let out = self.server.run_stdin_pub(args, stdin);
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).to_string(),
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
-    }
-
-    /// kubectl that must succeed; its stdout.
-    fn ok(&self, args: &[&str], stdin: &str) -> String {
-        let (code, out, err) = self.kubectl(args, stdin);
-        assert_eq!(
-            code,
-            0,
-            "kubectl {args:?}\nstdout: {out}\nstderr: {err}\n{}",
-            self.context()
-        );
-        out
-    }
-
-    /// kubectl that must fail; its exit code and stderr.
-    fn fail(&self, args: &[&str]) -> (i32, String) {
-        let (code, out, err) = self.kubectl(args, "");
-        assert_ne!(code, 0, "kubectl {args:?} succeeded: {out}");
-        (code, err)
-    }
-}
-
-fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
 
 const PODS: &str = "apiVersion: v1
 kind: Pod
@@ -377,7 +298,7 @@ fn kubectl_exec_runs_commands_in_containers() {
     );
     let sleeping = || {
         h.containerd
-            .lines(&["tasks", "ps", &container_id(&h, "main")])
+            .lines(&["tasks", "ps", &h.container_id("shell", "main")])
             .len()
     };
     assert_eq!(
@@ -641,22 +562,4 @@ async fn exec_on_node_without_certificate(port: u16) -> (u16, String) {
         ),
         Err(e) => (0, e.to_string()),
     }
-}
-
-/// The containerd ID of container `name` of pod shell.
-fn container_id(h: &Harness, name: &str) -> String {
-    let uid = h.pod("shell").unwrap()["metadata"]["uid"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    h.containerd
-        .lines(&["containers", "ls", "-q"])
-        .into_iter()
-        .find(|id| {
-            let info = h.containerd.ctr(&["containers", "info", id]);
-            let v: Value = serde_json::from_slice(&info.stdout).unwrap_or_default();
-            v["Labels"]["io.ros.pod.uid"] == uid.as_str()
-                && v["Labels"]["io.ros.container.name"] == name
-        })
-        .expect("the container in containerd")
 }

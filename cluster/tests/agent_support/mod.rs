@@ -1,8 +1,23 @@
-//! For node agent tests: a private containerd (own root, state, socket; killed by PID on
-//! drop after its tasks are removed), a small OCI image built from Debian's static busybox
-//! and imported into it, and the `cluster agent` process.
+//! For node agent tests: a private containerd (own root, state, socket; on drop its tasks,
+//! shims, runc state and mounts are removed and it is killed by PID), a small OCI image built
+//! from Debian's static busybox and imported into it, and the `cluster agent` process.
+//!
+//! Public API (kept additive): `Containerd`, `Agent`, `build_image`, `wait_for`, `IMAGE`,
+//! `NAMESPACE`, `cleanup::*`. For one node end to end (server + containerd + agent with
+//! kubectl helpers) a test also declares the harness, which needs `kubectl_support` at the
+//! crate root:
+//!
+//! ```ignore
+//! mod agent_support;
+//! #[path = "agent_support/harness.rs"]
+//! mod agent_harness;
+//! #[path = "kubectl_support/mod.rs"]
+//! mod kubectl_support;
+//! ```
 
 #![allow(dead_code)]
+
+pub mod cleanup;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -125,23 +140,51 @@ impl Containerd {
 
 impl Drop for Containerd {
     fn drop(&mut self) {
-        // Shims outlive containerd: remove every task first so none is left behind.
-        let out = self.ctr(&["tasks", "ls", "-q"]);
-        for id in String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-        {
-            let _ = self.ctr(&["tasks", "kill", "--all", "--signal", "SIGKILL", id]);
-            for _ in 0..50 {
-                if self.ctr(&["tasks", "delete", id]).status.success() {
-                    break;
+        let dir = self.dir.path().to_path_buf();
+        // Shims outlive containerd: first ask containerd to remove every task...
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let out = self.ctr(&["tasks", "ls", "-q"]);
+            for id in String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+            {
+                let _ = self.ctr(&["tasks", "kill", "--all", "--signal", "SIGKILL", id]);
+                for _ in 0..20 {
+                    if self.ctr(&["tasks", "delete", id]).status.success() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
                 }
-                std::thread::sleep(Duration::from_millis(100));
             }
         }
+        // ...then kill by PID whatever shim (and container) is left, containerd itself,
+        // and detach the rootfs mounts below our dir, so the dir can go.
+        let not_deleted = cleanup::runc_delete(&dir.join("state"));
+        let (killed, stuck) = cleanup::kill_shims(&self.socket, &dir.join("state"));
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let before = cleanup::mounts_under(&dir);
+        let mounted = cleanup::unmount_under(&dir);
+        if !killed.is_empty() || !before.is_empty() {
+            eprintln!(
+                "containerd guard {}: killed {} processes (shims and containers), detached {} mounts",
+                dir.display(),
+                killed.len(),
+                before.len()
+            );
+        }
+        if !stuck.is_empty() || !mounted.is_empty() || !not_deleted.is_empty() {
+            eprintln!(
+                "containerd guard {}: processes {stuck:?} would not die, mounts {mounted:?} stay, \
+                 runc could not delete {not_deleted:?}; the dir stays",
+                dir.display()
+            );
+            // Never delete files through a mount that is still there.
+            let _ = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap()).keep();
+        } else if let Err(e) = std::fs::remove_dir_all(&dir) {
+            eprintln!("containerd guard: removing {}: {e}", dir.display());
+        }
     }
 }
 
