@@ -53,6 +53,7 @@ TEST_PACKAGES=(
   busybox-static:busybox
   docker-registry:docker-registry
   nftables:nft
+  dnsutils:dig
   qemu-utils:qemu-img
   grub-common:grub-mkimage
   grub-efi-amd64-bin:/usr/lib/grub/x86_64-efi
