@@ -39,13 +39,16 @@ fn a_pod_reads_its_service_account_token() {
     let server = Server::start();
     let root = tempfile::tempdir().unwrap();
     let node_kubeconfig = server.kubeconfig_for(&format!("system:node:{NODE}"), &["system:nodes"]);
-    let agent = Agent::start(
-        &node_kubeconfig,
-        &containerd,
-        NODE,
-        &root.path().join("agent"),
-    );
-    let context = || {
+    let start_agent = || {
+        Agent::start(
+            &node_kubeconfig,
+            &containerd,
+            NODE,
+            &root.path().join("agent"),
+        )
+    };
+    let mut agent = start_agent();
+    let context = |agent: &Agent| {
         format!(
             "agent log:\n{}\nserver log (tail):\n{}",
             agent.log(),
@@ -79,11 +82,15 @@ spec:
 "
     );
     server.ok_stdin(&["apply", "-f", "-"], &yaml);
-    let logs = wait_for("the pod's output", context, || {
-        let out = server.run(&["-n", "app", "logs", "reader"]);
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        (out.status.success() && text.contains("KUBERNETES_SERVICE_HOST")).then_some(text)
-    });
+    let logs = wait_for(
+        "the pod's output",
+        || context(&agent),
+        || {
+            let out = server.run(&["-n", "app", "logs", "reader"]);
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            (out.status.success() && text.contains("KUBERNETES_SERVICE_HOST")).then_some(text)
+        },
+    );
     let line = |prefix: &str| {
         logs.lines()
             .find_map(|l| l.strip_prefix(prefix))
@@ -148,6 +155,35 @@ spec:
         std::fs::read_link(dir.join("..data")).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
     assert!(data.to_string_lossy().starts_with(".."), "{data:?}");
     assert_eq!(std::fs::read_to_string(dir.join("token")).unwrap(), token);
+
+    // A restarted agent holds no token: it asks for a new one and swaps it in, and the
+    // running container sees the new file.
+    drop(agent);
+    agent = start_agent();
+    let renewed = wait_for(
+        "a renewed token",
+        || context(&agent),
+        || {
+            std::fs::read_to_string(dir.join("token"))
+                .ok()
+                .filter(|t| !t.is_empty() && *t != token)
+        },
+    );
+    assert_ne!(std::fs::read_link(dir.join("..data")).unwrap(), data);
+    assert_eq!(
+        whoami(&server, &renewed).unwrap(),
+        "system:serviceaccount:app:default"
+    );
+    let seen = server.ok(&[
+        "-n",
+        "app",
+        "exec",
+        "reader",
+        "--",
+        "cat",
+        &format!("{DIR}/token"),
+    ]);
+    assert_eq!(seen, renewed);
 
     // Deleting the pod invalidates its token.
     server.ok(&[
