@@ -41,6 +41,8 @@ fn workload_rules(verbs: &[&str], with_secrets: bool) -> Vec<Value> {
     vec![
         json!({"apiGroups": [""], "resources": core, "verbs": verbs}),
         json!({"apiGroups": ["apps"], "resources": ["deployments", "deployments/scale", "deployments/status", "replicasets", "replicasets/scale", "replicasets/status", "daemonsets", "daemonsets/status"], "verbs": verbs}),
+        // Revisions are history written by controllers: readable by all, written by none.
+        json!({"apiGroups": ["apps"], "resources": ["controllerrevisions"], "verbs": READ}),
         json!({"apiGroups": ["batch"], "resources": ["jobs", "jobs/status"], "verbs": verbs}),
         json!({"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": READ}),
         json!({"apiGroups": ["networking.k8s.io"], "resources": ["ingresses", "ingresses/status"], "verbs": verbs}),
