@@ -1,5 +1,6 @@
 //! Control plane and node agent.
 pub mod agent;
+pub mod announce;
 pub mod apiserver;
 pub mod bench;
 pub mod controllers;

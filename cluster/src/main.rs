@@ -57,10 +57,15 @@ enum Command {
         /// The resolv.conf whose nameservers are the upstreams when no --dns-upstream is given.
         #[arg(long, default_value = "/etc/resolv.conf")]
         resolv_conf: PathBuf,
-        /// This server's address in the kube-dns endpoints (default: the --dns-listen address,
-        /// or the address of the default route's interface).
+        /// This server's address in the kube-dns endpoints (default: --advertise-address,
+        /// else the --dns-listen address, else the address of the default route's interface).
         #[arg(long, value_name = "IP")]
         dns_advertise_address: Option<std::net::IpAddr>,
+        /// This server's address in the endpoints of the `kubernetes` Service (and of kube-dns
+        /// unless --dns-advertise-address is given); default: the --listen address, or the
+        /// address of the default route's interface.
+        #[arg(long, value_name = "IP")]
+        advertise_address: Option<std::net::IpAddr>,
     },
     /// Run the node agent: register the Node and run its pods through containerd.
     Agent(cluster::agent::Options),
@@ -98,6 +103,7 @@ fn main() -> Result<()> {
                 dns_upstreams,
                 resolv_conf,
                 dns_advertise_address,
+                advertise_address,
             } => {
                 std::fs::create_dir_all(&data_dir)
                     .with_context(|| format!("creating {}", data_dir.display()))?;
@@ -117,6 +123,7 @@ fn main() -> Result<()> {
                     tls_sans,
                 };
                 let running = cluster::apiserver::start(opts, Arc::new(store)).await?;
+                announce_apiserver(&running, advertise_address).await?;
                 if !disable_controllers {
                     let client =
                         cluster::controllers::manager::client_from_kubeconfig(&running.kubeconfig)
@@ -138,7 +145,7 @@ fn main() -> Result<()> {
                             cluster_domain,
                             dns_upstreams,
                             &resolv_conf,
-                            dns_advertise_address,
+                            dns_advertise_address.or(advertise_address),
                             service_cidr,
                         )
                         .await?,
@@ -206,9 +213,7 @@ async fn start_dns(
         resolv_conf: Some(resolv_conf.to_path_buf()),
     };
     let running = cluster::dns::start(client.clone(), opts).await?;
-    let address = advertise
-        .or_else(|| (!listen.ip().is_unspecified()).then(|| listen.ip()))
-        .or_else(cluster::dns::service::default_ip)
+    let address = cluster::announce::advertise_address(advertise, listen.ip())
         .context("--dns-advertise-address: not given and no default route to take it from")?;
     let publish = cluster::dns::service::Publish {
         cluster_ip: cluster::dns::service::cluster_dns_ip(service_cidr)
@@ -218,6 +223,29 @@ async fn start_dns(
     };
     tokio::spawn(cluster::dns::service::run(client, publish));
     Ok(running)
+}
+
+/// Keeps this API server in the endpoints of the `kubernetes` Service.
+async fn announce_apiserver(
+    running: &cluster::apiserver::Running,
+    advertise: Option<std::net::IpAddr>,
+) -> Result<()> {
+    let Some(address) = cluster::announce::advertise_address(advertise, running.addr.ip()) else {
+        tracing::warn!(
+            "no --advertise-address and no default route: the kubernetes Service gets no endpoints"
+        );
+        return Ok(());
+    };
+    let client = cluster::controllers::manager::client_from_kubeconfig(&running.kubeconfig).await?;
+    tracing::info!(
+        "announcing {address}:{} in the kubernetes Service's endpoints",
+        running.addr.port()
+    );
+    tokio::spawn(cluster::announce::run(
+        client,
+        cluster::announce::kubernetes(address, running.addr.port()),
+    ));
+    Ok(())
 }
 
 async fn sigterm() {

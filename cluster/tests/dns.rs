@@ -47,6 +47,9 @@ impl DnsServer {
             .arg("--data-dir")
             .arg(&data)
             .args(["--dns-listen", "127.0.0.1:0"])
+            // kube-dns keeps its own address; `kubernetes` gets the general one.
+            .args(["--advertise-address", "127.0.0.2"])
+            .args(["--dns-advertise-address", "127.0.0.1"])
             .args(["--dns-upstream", &upstream.to_string()])
             .stdout(Stdio::null())
             .stderr(log)
@@ -344,6 +347,50 @@ async fn cluster_dns_answers_from_the_api_and_forwards_the_rest() {
         .filter_map(|l| l.spec.as_ref()?.holder_identity.clone())
         .collect();
     assert_eq!(holders, ["127.0.0.1"]);
+
+    // The `kubernetes` Service's endpoints: --advertise-address and the API server's port.
+    let kc = Kubeconfig::read_from(&server.kubeconfig).unwrap();
+    let api_url = kc.clusters[0]
+        .cluster
+        .as_ref()
+        .unwrap()
+        .server
+        .clone()
+        .unwrap();
+    let api_port: i32 = api_url.rsplit(':').next().unwrap().parse().unwrap();
+    let default_eps: Api<Endpoints> = Api::namespaced(c.clone(), "default");
+    let ep = eventually("the kubernetes Endpoints", log, || async {
+        default_eps.get_opt("kubernetes").await.ok().flatten()
+    })
+    .await;
+    let subset = &ep.subsets.unwrap()[0];
+    let ips: Vec<_> = subset.addresses.iter().flatten().map(|a| &a.ip).collect();
+    assert_eq!(ips, ["127.0.0.2"]);
+    let ports: Vec<_> = subset
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| (p.name.as_deref(), p.port))
+        .collect();
+    assert_eq!(ports, [(Some("https"), api_port)]);
+    let default_slices: Api<EndpointSlice> = Api::namespaced(c.clone(), "default");
+    let slice = default_slices.get("kubernetes").await.unwrap();
+    let labels = slice.metadata.labels.unwrap_or_default();
+    assert_eq!(
+        labels.get("kubernetes.io/service-name").map(String::as_str),
+        Some("kubernetes")
+    );
+    assert_eq!(slice.endpoints[0].addresses, ["127.0.0.2"]);
+    assert_eq!(slice.ports.unwrap()[0].port, Some(api_port));
+    let holders: Vec<_> = leases
+        .list(&kube::api::ListParams::default().labels("apiserver.ros.dev/server=true"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|l| l.spec?.holder_identity)
+        .collect();
+    assert_eq!(holders, ["127.0.0.2"]);
 
     // The system services answer once the watches have synced.
     let m = eventually("kube-dns answering", log, || async {

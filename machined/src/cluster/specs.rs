@@ -166,9 +166,13 @@ pub fn server(
             "--cluster-domain".into(),
             cfg.cluster.network.dns_domain.clone(),
         ]);
-        if let Some(ip) = first_address(cfg) {
-            args.extend(["--dns-advertise-address".into(), ip]);
-        }
+    }
+    // The address in the endpoints of the `kubernetes` and kube-dns Services (a server on
+    // one specific address, as in dev mode, advertises that one itself).
+    if programs.server_listen.ip().is_unspecified()
+        && let Some(ip) = first_address(cfg)
+    {
+        args.extend(["--advertise-address".into(), ip]);
     }
     ServiceSpec {
         id: SERVER.into(),
@@ -387,7 +391,7 @@ mod tests {
         assert_eq!(after(&s.args, "--dns-listen"), ["0.0.0.0:53"]);
         assert_eq!(after(&s.args, "--cluster-domain"), ["cluster.local"]);
         // Without a static address the server takes its default route's.
-        assert!(after(&s.args, "--dns-advertise-address").is_empty());
+        assert!(after(&s.args, "--advertise-address").is_empty());
         let mut with_address = cfg.clone();
         with_address.machine.network.interfaces = vec![
             serde_json::from_value(
@@ -396,7 +400,8 @@ mod tests {
             .unwrap(),
         ];
         let s = server(&with_address, &paths, &programs(), "cp-1", true);
-        assert_eq!(after(&s.args, "--dns-advertise-address"), ["10.5.0.7"]);
+        assert_eq!(after(&s.args, "--advertise-address"), ["10.5.0.7"]);
+        assert!(after(&s.args, "--dns-advertise-address").is_empty());
         let hc = s.health.unwrap();
         assert_eq!(hc.url, "https://127.0.0.1:6443/readyz");
     }
