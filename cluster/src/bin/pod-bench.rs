@@ -100,11 +100,17 @@ impl Drop for Workdir {
 struct Env {
     agent: Option<Process>,
     server: Option<Process>,
-    containerd: Containerd,
+    containerd: Option<Containerd>,
     cluster_bin: PathBuf,
     node_ip: &'static str,
     dir: PathBuf,
     _workdir: Workdir,
+}
+
+impl Env {
+    fn ctrd(&self) -> &Containerd {
+        self.containerd.as_ref().expect("containerd runs")
+    }
 }
 
 fn style(template: &str) -> ProgressStyle {
@@ -181,7 +187,7 @@ fn cluster_binary(given: Option<&Path>) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// The untimed part before the runtime starts: directory, namespace, containerd, image.
+/// Before the runtime (and any thread) starts: the directory and the network namespace.
 fn prepare(args: &Args) -> Result<Env> {
     anyhow::ensure!(
         // SAFETY: geteuid(2) cannot fail.
@@ -200,19 +206,10 @@ fn prepare(args: &Args) -> Result<Env> {
         containerd::need("/usr/sbin/nft", "nftables")?;
     }
     enter_network_namespace(&dir.join("node.netns"), bridge)?;
-    let sp = spinner("starting containerd and importing the image");
-    let ctrd = Containerd::start(
-        &dir.join("containerd"),
-        cluster::agent::CONTAINERD_NAMESPACE,
-    )?;
-    let work = dir.join("image");
-    let archive = cluster::bench::image::build(&work, IMAGE)?;
-    ctrd.import(&archive)?;
-    sp.finish_and_clear();
     Ok(Env {
         agent: None,
         server: None,
-        containerd: ctrd,
+        containerd: None,
         cluster_bin,
         node_ip: if bridge { BRIDGE_NODE_IP } else { "127.0.0.1" },
         dir,
@@ -222,7 +219,7 @@ fn prepare(args: &Args) -> Result<Env> {
 
 /// One `ctr run -d` (returns once the task has started): its duration.
 async fn ctr_run(env: &Env, id: &str, host_net: bool, timeout: Duration) -> Result<Duration> {
-    let mut cmd = tokio::process::Command::from(env.containerd.ctr());
+    let mut cmd = tokio::process::Command::from(env.ctrd().ctr());
     cmd.args(["run", "-d"]);
     if host_net {
         cmd.arg("--net-host");
@@ -266,7 +263,7 @@ async fn baseline(env: &Env, args: &Args) -> Result<Summary> {
     let wall = start.elapsed();
     pb.finish();
     let running = env
-        .containerd
+        .ctrd()
         .ctr_ok(&["tasks", "ls"])?
         .lines()
         .filter(|l| l.starts_with("ctr-bench-") && l.contains("RUNNING"))
@@ -277,7 +274,7 @@ async fn baseline(env: &Env, args: &Args) -> Result<Summary> {
         args.pods
     );
     let sp = spinner("removing the ctr containers");
-    let ctrd = &env.containerd;
+    let ctrd = env.ctrd();
     tokio::task::block_in_place(|| ctrd.remove_all())?;
     sp.finish_and_clear();
     Ok(Summary::of(latencies, wall))
@@ -327,7 +324,7 @@ async fn start_agent(env: &mut Env, client: &Client, args: &Args) -> Result<()> 
         .arg(env.dir.join("server/kubeconfig"))
         .args(["--node-name", NODE, "--node-ip", env.node_ip])
         .arg("--containerd-socket")
-        .arg(&env.containerd.socket)
+        .arg(&env.ctrd().socket)
         .arg("--root-dir")
         .arg(env.dir.join("agent"))
         .arg("--netns-dir")
@@ -495,7 +492,7 @@ async fn delete_pods(env: &Env, api: &Api<Pod>, names: &[String]) -> Result<()> 
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let left = api.list(&ListParams::default()).await?.items.len();
-        let containers = env.containerd.ctr_lines(&["containers", "ls", "-q"])?.len();
+        let containers = env.ctrd().ctr_lines(&["containers", "ls", "-q"])?.len();
         pb.set_position((names.len().saturating_sub(left)) as u64);
         pb.set_message(format!("{containers} containers left"));
         if left == 0 && containers == 0 {
@@ -641,8 +638,22 @@ fn report(args: &Args, version: &str, ctr: &Summary, ours: &Summary, mem: &Memor
     c
 }
 
+/// Starts containerd and imports (and unpacks) the image: untimed.
+fn start_containerd(env: &mut Env) -> Result<()> {
+    let sp = spinner("starting containerd and importing the image");
+    env.containerd = Some(Containerd::start(
+        &env.dir.join("containerd"),
+        cluster::agent::CONTAINERD_NAMESPACE,
+    )?);
+    let archive = cluster::bench::image::build(&env.dir.join("image"), IMAGE)?;
+    env.ctrd().import(&archive)?;
+    sp.finish_and_clear();
+    Ok(())
+}
+
 async fn bench(env: &mut Env, args: &Args) -> Result<Comparison> {
-    let version = env.containerd.ctr_ok(&["version"]).unwrap_or_default();
+    tokio::task::block_in_place(|| start_containerd(env))?;
+    let version = env.ctrd().ctr_ok(&["version"]).unwrap_or_default();
     let version = version
         .lines()
         .find(|l| l.trim_start().starts_with("Version:"))
