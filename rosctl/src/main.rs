@@ -13,7 +13,7 @@ mod validate;
 // `Command` below (e.g. `#[command(flatten)] Machine(machine::MachineCommand)`), and dispatch
 // them in `run`. They reach nodes through `GlobalArgs::connection()` (see global.rs).
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use global::GlobalArgs;
 use std::process::ExitCode;
 
@@ -39,6 +39,11 @@ enum Command {
     /// Local clusters of QEMU VMs: create, destroy, show.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// Print a shell completion script (e.g. `rosctl completion bash > /etc/bash_completion.d/rosctl`).
+    Completion {
+        /// The shell to generate the script for.
+        shell: clap_complete::Shell,
+    },
     #[command(flatten)]
     Machine(machine::MachineCommand),
 }
@@ -60,6 +65,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Validate(args) => validate::run(args),
         Command::Config(cmd) => config::run(cmd, &cli.global),
         Command::Cluster(cmd) => cluster::run(cmd),
+        Command::Completion { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "rosctl", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Machine(cmd) => machine::run(cmd, &cli.global),
     }
 }

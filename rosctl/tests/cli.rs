@@ -354,3 +354,25 @@ fn rosconfig_is_found_through_env_then_home() {
     let table = env.ok(&["config", "contexts"]);
     assert!(table.contains("demo"), "{table}");
 }
+
+#[test]
+fn completion_scripts_name_the_subcommands() {
+    let t = Env::new();
+    let bash = t.ok(&["completion", "bash"]);
+    for sub in ["apply-config", "bootstrap", "completion", "get"] {
+        assert!(bash.contains(sub), "bash completion lacks {sub}:\n{bash}");
+    }
+    assert!(
+        bash.contains("complete -F"),
+        "not a bash completion script:\n{bash}"
+    );
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let script = t.ok(&["completion", shell]);
+        assert!(
+            script.contains("apply-config"),
+            "{shell} completion lacks apply-config"
+        );
+    }
+    let err = t.fails(&["completion", "tcsh"]);
+    assert!(err.contains("tcsh"), "unknown shell is not named: {err}");
+}
