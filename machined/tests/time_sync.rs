@@ -140,6 +140,19 @@ async fn clock_follows_the_first_server_that_answers_and_failures_are_reported()
     let time = admin.time(TimeRequest {}).await.unwrap().into_inner();
     assert!(time.synced);
     assert_eq!(time.servers, vec![dead.clone(), live.clone()]);
+    // The reply carries the sync's details, the same as the TimeStatus resource.
+    assert_eq!(time.server, live, "{time:?}");
+    assert_eq!(
+        Some(time.offset.as_str()),
+        status["offset"].as_str(),
+        "{time:?}"
+    );
+    assert_eq!(
+        Some(time.last_sync.as_str()),
+        status["lastSync"].as_str(),
+        "{time:?}"
+    );
+    assert_eq!(time.error, "", "{time:?}");
     let node_time = time::OffsetDateTime::parse(
         &time.local_time,
         &time::format_description::well_known::Rfc3339,
@@ -177,14 +190,9 @@ async fn clock_follows_the_first_server_that_answers_and_failures_are_reported()
         error.contains(&dead) && error.contains("no reply within"),
         "{error}"
     );
-    assert!(
-        !admin
-            .time(TimeRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .synced
-    );
+    let time = admin.time(TimeRequest {}).await.unwrap().into_inner();
+    assert!(!time.synced, "{time:?}");
+    assert_eq!(time.error, error, "{time:?}");
 }
 
 #[tokio::test]

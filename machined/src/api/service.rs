@@ -4,6 +4,7 @@
 use super::auth::{MAINTENANCE_DENIED, Role};
 use super::sysinfo;
 use crate::apply::{self, ApplyRequest};
+use crate::controllers::timesync::TimeStatus;
 use crate::logbuf::LogBuffer;
 use crate::machine::Machine;
 use crate::resources::{Change, Resource, canonical_type};
@@ -577,21 +578,23 @@ impl MachineService for Api {
         &self,
         _req: Request<pb::TimeRequest>,
     ) -> Result<Response<pb::TimeReply>, Status> {
-        let status = self.machine.resources.get("TimeStatus", "node");
-        let servers = status
-            .as_ref()
-            .and_then(|r| serde_json::from_value::<Vec<String>>(r.spec["servers"].clone()).ok())
+        // No status yet (time sync has not run) reads as "not synced, nothing known".
+        let status: TimeStatus = self
+            .machine
+            .resources
+            .get("TimeStatus", "node")
+            .and_then(|r| serde_json::from_value(r.spec).ok())
             .unwrap_or_default();
-        let synced = status
-            .as_ref()
-            .and_then(|r| r.spec["synced"].as_bool())
-            .unwrap_or(false);
         Ok(Response::new(pb::TimeReply {
             node: self.node(),
             // The clock time sync disciplines (the dev system's is simulated).
             local_time: crate::clock::rfc3339_from_nanos(self.machine.system.now_nanos()),
-            servers,
-            synced,
+            servers: status.servers,
+            synced: status.synced,
+            server: status.server.unwrap_or_default(),
+            offset: status.offset.unwrap_or_default(),
+            last_sync: status.last_sync.unwrap_or_default(),
+            error: status.error.unwrap_or_default(),
         }))
     }
 

@@ -6,7 +6,7 @@
 
 use crate::machine::{Machine, Running};
 use crate::system::{ClockAdjustment, sntp};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -21,8 +21,8 @@ pub const QUERY_TIMEOUT: Duration = Duration::from_secs(3);
 const ADDRESSES_PER_SERVER: usize = 3;
 
 /// The `TimeStatus` resource's spec.
-#[derive(Debug, Clone, Default, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
 pub struct TimeStatus {
     /// The last poll got a good sample and the clock was corrected by it.
     pub synced: bool,

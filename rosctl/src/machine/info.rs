@@ -335,19 +335,7 @@ pub async fn netdev(t: &Targets) -> anyhow::Result<bool> {
 
 pub async fn time(t: &Targets) -> anyhow::Result<bool> {
     let results = fanout::each(&t.nodes, &t.creds, |mut c| async move {
-        let reply = c.time(TimeRequest {}).await?.into_inner();
-        // The sync's details (offset, last sync, error) are in the TimeStatus resource.
-        let status = c
-            .get_resource(GetResourceRequest {
-                r#type: "TimeStatus".into(),
-                id: "node".into(),
-            })
-            .await
-            .ok()
-            .and_then(|r| r.into_inner().resource)
-            .and_then(|r| serde_json::from_str::<serde_json::Value>(&r.spec_json).ok())
-            .unwrap_or_default();
-        Ok((reply, status))
+        Ok(c.time(TimeRequest {}).await?.into_inner())
     })
     .await;
     let (ok, failed) = fanout::split(results);
@@ -361,17 +349,18 @@ pub async fn time(t: &Targets) -> anyhow::Result<bool> {
         "LAST SYNC",
         "ERROR",
     ]);
-    for (_, (r, status)) in ok {
-        let field = |name: &str| status[name].as_str().unwrap_or("-").to_string();
+    // Empty detail fields mean "not known (yet)".
+    let or_dash = |s: String| if s.is_empty() { "-".to_string() } else { s };
+    for (_, r) in ok {
         tb.add_row(vec![
             r.node,
             r.local_time,
             r.servers.join(","),
             r.synced.to_string(),
-            field("server"),
-            field("offset"),
-            field("lastSync"),
-            field("error"),
+            or_dash(r.server),
+            or_dash(r.offset),
+            or_dash(r.last_sync),
+            or_dash(r.error),
         ]);
     }
     print(tb);
