@@ -118,7 +118,7 @@ pub struct TimeConfig {
     /// Turn time synchronisation off.
     #[serde(default, skip_serializing_if = "is_false")]
     pub disabled: bool,
-    /// NTP servers (host names or addresses).
+    /// NTP servers, each `host`, `host:port`, an IP address or `[IPv6]:port` (port 123 by default).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub servers: Vec<String>,
 }
