@@ -109,6 +109,7 @@ pub fn generate(opts: &GenOptions) -> Result<Generated, GenError> {
         install: None,
         network: NetworkConfig::default(),
         time: None,
+        kernel: Default::default(),
         sysctls: Default::default(),
         files: Vec::new(),
         env: Default::default(),

@@ -37,7 +37,7 @@ fn decode_and_value_errors_come_together() {
     assert_eq!(
         e,
         [
-            "machine.extra: unknown field, expected one of `type`, `token`, `ca`, `certSANs`, `install`, `network`, `time`, `sysctls`, `files`, `env`, `nodeLabels`, `nodeTaints`, `registries`, `logging`, `features`",
+            "machine.extra: unknown field, expected one of `type`, `token`, `ca`, `certSANs`, `install`, `network`, `time`, `sysctls`, `kernel`, `files`, `env`, `nodeLabels`, `nodeTaints`, `registries`, `logging`, `features`",
             "machine.ca.crt: is empty",
             "machine.network.hostname: \"-bad-\" is not a valid hostname",
             "cluster.network.serviceSubnets[0]: 10.96.0.0/12 overlaps cluster.network.podSubnets[0] (10.0.0.0/8)",
@@ -107,4 +107,30 @@ fn missing_required_fields_do_not_stop_the_search() {
             "machine.network.interfaces[0].routes[1].network: invalid type: integer `5`, expected a string",
         ]
     );
+}
+
+#[test]
+fn kernel_modules_are_checked_by_field() {
+    let yaml = format!(
+        "{HEAD}  kernel:\n    modules:\n    - name: br_netfilter\n    - name: loop\n      parameters: [max_loop=64, debug]\n    - name: Bad/Name\n    - name: dummy\n      parameters: ['numdummies=1 2', '=x']\n{TAIL}"
+    );
+    let e = errors(&yaml);
+    let kernel: Vec<&String> = e.iter().filter(|s| s.contains("kernel")).collect();
+    assert_eq!(
+        kernel,
+        [
+            "machine.kernel.modules[2].name: \"Bad/Name\" is not a kernel module name (letters a-z, digits, _ and -)",
+            "machine.kernel.modules[3].parameters[0]: \"numdummies=1 2\" is not a module parameter (key=value or flag, no spaces)",
+            "machine.kernel.modules[3].parameters[1]: \"=x\" is not a module parameter (key=value or flag, no spaces)",
+        ]
+    );
+    // Valid entries decode as written.
+    let good = format!(
+        "{HEAD}  kernel:\n    modules:\n    - name: br_netfilter\n    - name: loop\n      parameters: [max_loop=64, debug]\n{TAIL}"
+    );
+    let value = ros_config::parse_yaml_value(&good).unwrap();
+    let cfg: ros_config::MachineConfig = serde_json::from_value(value).unwrap();
+    let modules = &cfg.machine.kernel.modules;
+    assert_eq!(modules[1].name, "loop");
+    assert_eq!(modules[1].parameters, ["max_loop=64", "debug"]);
 }

@@ -58,6 +58,9 @@ pub struct MachineSection {
     )]
     #[schemars(with = "BTreeMap<String, scalar_map::Scalar>")]
     pub sysctls: BTreeMap<String, String>,
+    /// Kernel settings: modules loaded at boot.
+    #[serde(default, skip_serializing_if = "KernelConfig::is_empty")]
+    pub kernel: KernelConfig,
     /// Files written to the machine at boot.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<MachineFile>,
@@ -121,6 +124,32 @@ pub struct TimeConfig {
     /// NTP servers, each `host`, `host:port`, an IP address or `[IPv6]:port` (port 123 by default).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub servers: Vec<String>,
+}
+
+/// Kernel settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KernelConfig {
+    /// Modules loaded (with their dependencies) when the config is applied.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub modules: Vec<KernelModule>,
+}
+
+impl KernelConfig {
+    pub fn is_empty(&self) -> bool {
+        self.modules.is_empty()
+    }
+}
+
+/// A kernel module to load.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KernelModule {
+    /// Module name, e.g. `br_netfilter` (letters `a-z`, digits, `_` and `-`).
+    pub name: String,
+    /// Module parameters, each `key=value` or a bare `flag`, e.g. `max_loop=64`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parameters: Vec<String>,
 }
 
 /// How a file is written.

@@ -63,6 +63,27 @@ pub(crate) fn check(c: &mut Checker, p: &FieldPath, cfg: &MachineConfig) {
         }
     }
 
+    for (i, module) in m.kernel.modules.iter().enumerate() {
+        let mp = p.key("kernel").key("modules").index(i);
+        if !is_module_name(&module.name) {
+            c.err(
+                mp.key("name"),
+                format!(
+                    "{:?} is not a kernel module name (letters a-z, digits, _ and -)",
+                    module.name
+                ),
+            );
+        }
+        for (j, param) in module.parameters.iter().enumerate() {
+            if !is_module_parameter(param) {
+                c.err(
+                    mp.key("parameters").index(j),
+                    format!("{param:?} is not a module parameter (key=value or flag, no spaces)"),
+                );
+            }
+        }
+    }
+
     for k in m.sysctls.keys() {
         if !is_sysctl_key(k) {
             c.err(p.key("sysctls").key(k), "is not a kernel parameter name");

@@ -176,6 +176,27 @@ pub fn is_sysctl_key(s: &str) -> bool {
         && !s.split(['.', '/']).any(|p| p.is_empty() || p == "..")
 }
 
+/// A kernel module name as the config names it: `[a-z0-9_-]+`.
+pub fn is_module_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 56
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-'))
+}
+
+/// A module parameter: `key=value` or a bare `flag`, where the key is a parameter name and
+/// nothing is blank or whitespace (the kernel splits parameters on spaces).
+pub fn is_module_parameter(s: &str) -> bool {
+    let (key, value) = s.split_once('=').unwrap_or((s, ""));
+    !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        && !value
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '"')
+}
+
 /// An environment variable name.
 pub fn is_env_name(s: &str) -> bool {
     let mut chars = s.chars();
