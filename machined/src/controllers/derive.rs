@@ -19,6 +19,12 @@ pub struct FileWant {
     pub append: bool,
 }
 
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModuleWant {
+    pub name: String,
+    pub parameters: Vec<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Desired {
     pub hostname: Option<String>,
@@ -27,6 +33,8 @@ pub struct Desired {
     pub resolvers: Vec<String>,
     pub time_servers: Vec<String>,
     pub sysctls: BTreeMap<String, String>,
+    /// Kernel modules to load, in config order.
+    pub kernel_modules: Vec<ModuleWant>,
     pub files: Vec<FileWant>,
     /// Links a DHCP client runs on.
     pub dhcp_links: Vec<String>,
@@ -47,6 +55,15 @@ pub fn derive(cfg: Option<&ros_config::MachineConfig>, links: &[String]) -> Desi
         hostname: m.network.hostname.clone().filter(|h| !h.is_empty()),
         resolvers: m.network.nameservers.clone(),
         sysctls: m.sysctls.clone(),
+        kernel_modules: m
+            .kernel
+            .modules
+            .iter()
+            .map(|k| ModuleWant {
+                name: k.name.clone(),
+                parameters: k.parameters.clone(),
+            })
+            .collect(),
         ..Default::default()
     };
     for (i, iface) in m.network.interfaces.iter().enumerate() {

@@ -181,6 +181,12 @@ fn apply(machine: &Machine, d: &Desired) -> Vec<(&'static str, String)> {
     if !d.time_servers.is_empty() {
         check("timeservers", sys.set_time_servers(&d.time_servers));
     }
+    // Modules first: sysctls such as net.bridge.* exist only once their module is loaded.
+    let (modules, errors) = load_modules(sys.as_ref(), &d.kernel_modules);
+    machine.resources.replace_all("KernelModuleStatus", modules);
+    for e in errors {
+        check("kernelmodules", Err(e));
+    }
     for (k, v) in &d.sysctls {
         check("sysctls", sys.set_sysctl(k, v));
     }
@@ -193,6 +199,29 @@ fn apply(machine: &Machine, d: &Desired) -> Vec<(&'static str, String)> {
     failures
 }
 
+/// Loads each wanted module; returns the `KernelModuleStatus` resources (id = module name) and
+/// the errors. One module failing does not keep the others from loading.
+fn load_modules(
+    sys: &dyn crate::system::System,
+    wants: &[derive::ModuleWant],
+) -> (
+    Vec<(String, serde_json::Value)>,
+    Vec<crate::system::SystemError>,
+) {
+    let mut statuses = Vec::new();
+    let mut errors = Vec::new();
+    for k in wants {
+        let result = sys.load_kernel_module(&k.name, &k.parameters);
+        let error = result.as_ref().err().map(|e| e.to_string());
+        statuses.push((
+            k.name.clone(),
+            json!({"name": k.name, "parameters": k.parameters, "loaded": error.is_none(), "error": error}),
+        ));
+        errors.extend(result.err());
+    }
+    (statuses, errors)
+}
+
 const CONTROLLERS: &[&str] = &[
     "hostname",
     "links",
@@ -201,6 +230,7 @@ const CONTROLLERS: &[&str] = &[
     "routes",
     "resolvers",
     "timeservers",
+    "kernelmodules",
     "sysctls",
     "files",
 ];
@@ -221,5 +251,52 @@ fn record(machine: &Machine, failures: &[(&'static str, String)], attempt: u32) 
     }
     for (controller, error) in failures {
         tracing::warn!(controller, attempt, "apply failed: {error}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::system::DevSystem;
+
+    fn want(name: &str, parameters: &[&str]) -> derive::ModuleWant {
+        derive::ModuleWant {
+            name: name.into(),
+            parameters: parameters.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn modules_load_in_order_and_a_failure_is_reported_per_module() {
+        let sys = DevSystem::new("h");
+        sys.fail_next("kmod", 1);
+        let wants = [want("wireguard", &[]), want("loop", &["max_loop=64"])];
+        let (statuses, errors) = load_modules(&sys, &wants);
+        let errors: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(errors, ["kmod: injected failure"]);
+        assert_eq!(statuses[0].0, "wireguard");
+        assert_eq!(statuses[0].1["loaded"], false);
+        assert_eq!(statuses[0].1["error"], "kmod: injected failure");
+        assert_eq!(statuses[1].0, "loop");
+        assert_eq!(statuses[1].1["loaded"], true);
+        assert!(statuses[1].1["error"].is_null());
+        assert_eq!(sys.effects(), ["kmod load loop [max_loop=64]"]);
+
+        // The retry loads the one that failed.
+        let (statuses, errors) = load_modules(&sys, &wants);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert!(statuses.iter().all(|(_, s)| s["loaded"] == true));
+    }
+
+    #[test]
+    fn config_modules_are_desired() {
+        let yaml = "version: v1alpha1\nmachine:\n  type: worker\n  kernel:\n    modules:\n    - name: br_netfilter\n    - name: loop\n      parameters: [max_loop=64]\ncluster: {}\n";
+        let cfg: ros_config::MachineConfig =
+            serde_json::from_value(ros_config::parse_yaml_value(yaml).unwrap()).unwrap();
+        let d = derive(Some(&cfg), &[]);
+        assert_eq!(
+            d.kernel_modules,
+            [want("br_netfilter", &[]), want("loop", &["max_loop=64"])]
+        );
     }
 }

@@ -107,6 +107,13 @@ pub const TYPES: &[ResourceTypeInfo] = &[
         false,
     ),
     t(
+        "KernelModuleStatus",
+        &["kernelmodulestatus", "kernelmodules", "kmod", "modules"],
+        "kernel modules from the config: loaded, or why not",
+        false,
+        false,
+    ),
+    t(
         "Files",
         &["files", "file"],
         "files written from the config",

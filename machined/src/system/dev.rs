@@ -157,6 +157,13 @@ impl System for DevSystem {
         self.record("sysctl", format!("sysctl {key}={value}"))
     }
 
+    fn load_kernel_module(&self, name: &str, parameters: &[String]) -> SysResult {
+        self.record(
+            "kmod",
+            format!("kmod load {name} [{}]", parameters.join(" ")),
+        )
+    }
+
     fn write_file(&self, path: &str, content: &str, mode: u32, append: bool) -> SysResult {
         let op = if append { "append" } else { "write" };
         self.record(

@@ -2,7 +2,7 @@
 
 use super::{
     ClockAdjustment, LinkAddress, PowerAction, RouteSpec, SysResult, System, SystemError, dhcp,
-    netlink, power,
+    kmod, netlink, power,
 };
 use crate::logbuf::LogBuffer;
 use std::io::{BufRead, BufReader, Write};
@@ -150,6 +150,32 @@ impl System for LinuxSystem {
     fn set_sysctl(&self, key: &str, value: &str) -> SysResult {
         let path = format!("/proc/sys/{}", key.replace('.', "/"));
         std::fs::write(&path, value).map_err(|e| SystemError::new(format!("sysctl {key}"), e))
+    }
+
+    fn load_kernel_module(&self, name: &str, parameters: &[String]) -> SysResult {
+        let what = format!("kernel module {name}");
+        let release = nix::sys::utsname::uname()
+            .map_err(|e| SystemError::new(&what, format!("uname: {e}")))?;
+        let dir = std::path::Path::new("/lib/modules").join(release.release());
+        let tree = kmod::ModuleTree::open(&dir).map_err(|e| SystemError::new(&what, e))?;
+        let loaded = std::fs::read_to_string("/proc/modules")
+            .map(|t| kmod::loaded_modules(&t))
+            .map_err(|e| SystemError::new(&what, format!("reading /proc/modules: {e}")))?;
+        let wanted = kmod::module_name(name);
+        for (module, path) in tree
+            .load_order(name, &loaded)
+            .map_err(|e| SystemError::new(&what, e))?
+        {
+            // Parameters belong to the configured module, not to its dependencies.
+            let params = if module == wanted {
+                parameters.join(" ")
+            } else {
+                String::new()
+            };
+            kmod::finit_module(&path, &params)
+                .map_err(|e| SystemError::new(&what, format!("loading {}: {e}", path.display())))?;
+        }
+        Ok(())
     }
 
     fn write_file(&self, path: &str, content: &str, mode: u32, append: bool) -> SysResult {

@@ -6,6 +6,7 @@ pub mod debug;
 mod dev;
 pub mod dhcp;
 pub mod disks;
+pub mod kmod;
 mod linux;
 pub mod netlink;
 pub mod power;
@@ -113,6 +114,9 @@ pub trait System: Send + Sync + 'static {
     /// The addresses on the links now (static and DHCP ones).
     fn addresses(&self) -> Result<Vec<LinkAddress>, SystemError>;
     fn set_sysctl(&self, key: &str, value: &str) -> SysResult;
+    /// Loads kernel module `name` with `parameters` (`key=value`), after the modules it needs;
+    /// a module already loaded or built in is left as it is.
+    fn load_kernel_module(&self, name: &str, parameters: &[String]) -> SysResult;
     fn write_file(&self, path: &str, content: &str, mode: u32, append: bool) -> SysResult;
     /// Ethernet links present (where DHCP runs when the config names no interfaces).
     fn ethernet_links(&self) -> Vec<String>;
