@@ -53,7 +53,11 @@ pub fn spawn(machine: Arc<Machine>) {
     tokio::spawn(async move {
         loop {
             let m = machine.clone();
-            let _ = tokio::task::spawn_blocking(move || refresh(&m)).await;
+            let _ = tokio::task::spawn_blocking(move || {
+                refresh(&m);
+                super::resolvers::refresh(&m);
+            })
+            .await;
             tokio::time::sleep(PERIOD).await;
         }
     });

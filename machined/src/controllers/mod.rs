@@ -4,6 +4,7 @@
 
 pub mod address_status;
 mod derive;
+pub mod resolvers;
 pub mod timesync;
 
 pub use derive::{Desired, derive};
@@ -34,6 +35,7 @@ pub fn spawn(machine: Arc<Machine>) {
                 let failures = apply(&machine, &desired);
                 record(&machine, &failures, attempt);
                 address_status::refresh(&machine);
+                resolvers::refresh(&machine);
                 if failures.is_empty() {
                     break;
                 }
@@ -113,17 +115,8 @@ fn publish(machine: &Machine, d: &Desired) {
             })
             .collect(),
     );
-    let single = |v: serde_json::Value, empty: bool| {
-        if empty {
-            vec![]
-        } else {
-            vec![("resolvers".to_string(), v)]
-        }
-    };
-    store.replace_all(
-        "Resolvers",
-        single(json!({"servers": d.resolvers}), d.resolvers.is_empty()),
-    );
+    // Resolvers: the servers in use, from the config or the DHCP leases.
+    resolvers::refresh(machine);
     store.replace_all(
         "TimeServers",
         if d.time_servers.is_empty() {

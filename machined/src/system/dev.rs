@@ -16,6 +16,8 @@ pub struct DevSystem {
     addresses: Mutex<BTreeMap<String, Vec<String>>>,
     /// The simulated clock's distance from the host's (the host clock is never touched).
     clock_offset_ns: Mutex<i128>,
+    /// DNS servers of simulated DHCP leases, by link (there is no real DHCP in dev mode).
+    lease_dns: Mutex<BTreeMap<String, Vec<String>>>,
 }
 
 impl DevSystem {
@@ -29,12 +31,26 @@ impl DevSystem {
             kmsg,
             addresses: Mutex::new(BTreeMap::new()),
             clock_offset_ns: Mutex::new(0),
+            lease_dns: Mutex::new(BTreeMap::new()),
         }
     }
 
     /// Every recorded effect, in order.
     pub fn effects(&self) -> Vec<String> {
         self.effects.lock().expect("effects lock").clone()
+    }
+
+    /// Simulates a DHCP lease on `link` that names `dns` (empty: the lease is gone).
+    pub fn set_lease_dns(&self, link: &str, dns: &[&str]) {
+        let mut all = self.lease_dns.lock().expect("lease lock");
+        if dns.is_empty() {
+            all.remove(link);
+        } else {
+            all.insert(
+                link.to_string(),
+                dns.iter().map(|s| s.to_string()).collect(),
+            );
+        }
     }
 
     /// Makes the next `times` calls of effect `name` (e.g. "hostname") fail.
@@ -181,6 +197,11 @@ impl System for DevSystem {
             return Ok(());
         }
         self.record("dhcp", format!("dhcp {link}"))
+    }
+
+    fn dhcp_dns(&self) -> Vec<(String, Vec<String>)> {
+        let all = self.lease_dns.lock().expect("lease lock");
+        all.iter().map(|(l, d)| (l.clone(), d.clone())).collect()
     }
 
     fn power(&self, action: PowerAction) -> SysResult {

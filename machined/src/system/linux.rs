@@ -19,6 +19,8 @@ pub struct LinuxSystem {
     dhcp_links: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Link -> the address of its current DHCP lease.
     leases: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
+    /// Link -> the DNS servers of its current DHCP lease.
+    lease_dns: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, Vec<String>>>>,
     /// The config names DNS servers: they win over those of DHCP leases.
     static_resolvers: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
@@ -50,6 +52,7 @@ impl LinuxSystem {
             kmsg,
             dhcp_links: Default::default(),
             leases: Default::default(),
+            lease_dns: Default::default(),
             static_resolvers: Default::default(),
         }
     }
@@ -214,6 +217,7 @@ impl System for LinuxSystem {
         }
         let link = link.to_string();
         let leases = self.leases.clone();
+        let lease_dns = self.lease_dns.clone();
         let static_resolvers = self.static_resolvers.clone();
         let started = std::thread::Builder::new()
             .name(format!("dhcp-{link}"))
@@ -230,12 +234,19 @@ impl System for LinuxSystem {
                     |m| tracing::info!("{m}"),
                     move |lease| {
                         let mut all = leases.lock().expect("leases lock");
+                        let mut dns = lease_dns.lock().expect("lease dns lock");
                         let Some(lease) = lease else {
                             all.remove(&lease_link);
+                            dns.remove(&lease_link);
                             return;
                         };
                         all.insert(lease_link.clone(), lease.cidr());
+                        dns.insert(
+                            lease_link.clone(),
+                            lease.dns.iter().map(|d| d.to_string()).collect(),
+                        );
                         drop(all);
+                        drop(dns);
                         if lease.dns.is_empty()
                             || static_resolvers.load(std::sync::atomic::Ordering::Relaxed)
                         {
@@ -258,6 +269,11 @@ impl System for LinuxSystem {
                 ));
             });
         started.map(|_| ()).map_err(|e| SystemError::new("dhcp", e))
+    }
+
+    fn dhcp_dns(&self) -> Vec<(String, Vec<String>)> {
+        let all = self.lease_dns.lock().expect("lease dns lock");
+        all.iter().map(|(l, d)| (l.clone(), d.clone())).collect()
     }
 
     fn power(&self, action: PowerAction) -> SysResult {

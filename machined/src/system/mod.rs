@@ -122,6 +122,8 @@ pub trait System: Send + Sync + 'static {
     fn ethernet_links(&self) -> Vec<String>;
     /// Starts a DHCPv4 client on `link` unless one runs there already.
     fn start_dhcp(&self, link: &str) -> SysResult;
+    /// The DNS servers of the current DHCP leases, by link (in link order).
+    fn dhcp_dns(&self) -> Vec<(String, Vec<String>)>;
     fn power(&self, action: PowerAction) -> SysResult;
     /// The kernel log as a buffer that keeps filling (dmesg).
     fn kernel_log(&self) -> LogBuffer;
