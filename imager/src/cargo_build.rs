@@ -44,7 +44,7 @@ fn target_dir(workspace: &Path) -> PathBuf {
 /// features of shared dependencies per invocation, so building these in two invocations
 /// with different package sets compiles many dependencies twice; one set, built once,
 /// serves the image and the tools beside it. A caller that built exactly this set before
-/// (`cargo build --release -p machined -p cluster -p rosctl -p imager`) makes this build a
+/// (`cargo build --release -p machined -p cluster -p rosctl -p imager` with `--bin` for each) makes this build a
 /// no-op. Without the cluster role (the e2e image) the set is `machined` and `rosctl`.
 pub fn release_packages(with_cluster: bool) -> &'static [&'static str] {
     if with_cluster {
@@ -82,8 +82,10 @@ pub fn build(workspace: &Path, with_cluster: bool, log: &dyn Fn(&str)) -> Result
     ));
     let mut rest = cargo(workspace)?;
     rest.args(["build", "--release"]);
+    // Only each package's own binary: the cluster package's benchmarks would cost minutes of
+    // LTO linking that no image needs.
     for p in packages {
-        rest.args(["-p", p]);
+        rest.args(["-p", p, "--bin", p]);
     }
     tools::run(rest).with_context(|| format!("building {}", packages.join(", ")))?;
 
