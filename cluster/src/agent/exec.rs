@@ -51,6 +51,33 @@ pub struct ExecEndpoint {
 
 pub(crate) type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
+/// The WebSocket upgrade exec and attach both need: the client's key and the channel
+/// subprotocol chosen from its offer, or the 400 to answer with.
+pub(super) fn websocket_upgrade<B>(
+    req: &Request<B>,
+    what: &str,
+) -> Result<(String, Option<&'static str>), Response<ChannelBody>> {
+    let hdr = |n: header::HeaderName| {
+        req.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let key = hdr(header::SEC_WEBSOCKET_KEY);
+    if !hdr(header::UPGRADE).eq_ignore_ascii_case("websocket") || key.is_empty() {
+        return Err(plain(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "{what} needs a WebSocket upgrade (subprotocol v5.channel.k8s.io or v4.channel.k8s.io)\n"
+            ),
+        ));
+    }
+    let protocol = channels::negotiate(&hdr(header::SEC_WEBSOCKET_PROTOCOL))
+        .map_err(|e| plain(StatusCode::BAD_REQUEST, format!("{e}\n")))?;
+    Ok((key, protocol))
+}
+
 pub(crate) fn plain(code: StatusCode, msg: String) -> Response<ChannelBody> {
     let (tx, rx) = mpsc::channel(1);
     let _ = tx.try_send(Bytes::from(msg));
@@ -127,24 +154,9 @@ impl ExecEndpoint {
                 "you must specify at least 1 command\n".into(),
             );
         }
-        let hdr = |n: header::HeaderName| {
-            req.headers()
-                .get(n)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string()
-        };
-        let key = hdr(header::SEC_WEBSOCKET_KEY);
-        if !hdr(header::UPGRADE).eq_ignore_ascii_case("websocket") || key.is_empty() {
-            return plain(
-                StatusCode::BAD_REQUEST,
-                "exec needs a WebSocket upgrade (subprotocol v5.channel.k8s.io or v4.channel.k8s.io)\n"
-                    .into(),
-            );
-        }
-        let protocol = match channels::negotiate(&hdr(header::SEC_WEBSOCKET_PROTOCOL)) {
-            Ok(p) => p,
-            Err(e) => return plain(StatusCode::BAD_REQUEST, format!("{e}\n")),
+        let (key, protocol) = match websocket_upgrade(&req, "exec") {
+            Ok(v) => v,
+            Err(refused) => return refused,
         };
         let container_id = match self.running_container(&uid, &container).await {
             Ok(c) => c.id,

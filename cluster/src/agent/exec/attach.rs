@@ -17,7 +17,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use http::{Request, Response, StatusCode, header};
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
@@ -111,24 +111,9 @@ pub(super) async fn handle(ep: &ExecEndpoint, mut req: Request<Incoming>) -> Res
             "you must specify at least 1 of stdin, stdout, stderr\n".into(),
         );
     }
-    let hdr = |n: header::HeaderName| {
-        req.headers()
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string()
-    };
-    let key = hdr(header::SEC_WEBSOCKET_KEY);
-    if !hdr(header::UPGRADE).eq_ignore_ascii_case("websocket") || key.is_empty() {
-        return plain(
-            StatusCode::BAD_REQUEST,
-            "attach needs a WebSocket upgrade (subprotocol v5.channel.k8s.io or v4.channel.k8s.io)\n"
-                .into(),
-        );
-    }
-    let protocol = match channels::negotiate(&hdr(header::SEC_WEBSOCKET_PROTOCOL)) {
-        Ok(p) => p,
-        Err(e) => return plain(StatusCode::BAD_REQUEST, format!("{e}\n")),
+    let (key, protocol) = match super::websocket_upgrade(&req, "attach") {
+        Ok(v) => v,
+        Err(refused) => return refused,
     };
     let c = match ep.running_container(&uid, &container).await {
         Ok(c) => c,
