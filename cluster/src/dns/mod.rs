@@ -7,6 +7,7 @@ pub mod answer;
 pub mod forward;
 pub mod serve;
 pub mod service;
+pub mod udp_reply;
 pub mod watch;
 pub mod zone;
 

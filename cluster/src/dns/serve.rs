@@ -10,6 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
 use super::answer::Responder;
+use super::udp_reply;
 
 /// A TCP connection idle this long is closed.
 const TCP_IDLE: Duration = Duration::from_secs(10);
@@ -36,21 +37,26 @@ pub async fn bind(addr: SocketAddr) -> Result<(UdpSocket, TcpListener)> {
 }
 
 pub async fn udp(socket: UdpSocket, responder: Arc<Responder>) {
+    if let Err(e) = udp_reply::enable_destination_info(&socket) {
+        // Without it replies still go out, but from the address the route picks.
+        tracing::warn!("cluster DNS: cannot learn each question's destination address: {e}");
+    }
     let socket = Arc::new(socket);
     let mut buf = vec![0u8; 65535];
     loop {
-        let (n, peer) = match socket.recv_from(&mut buf).await {
+        let question = match udp_reply::receive(&socket, &mut buf).await {
             Ok(x) => x,
             Err(e) => {
                 tracing::debug!("cluster DNS: UDP receive: {e}");
                 continue;
             }
         };
-        let request = buf[..n].to_vec();
+        let request = buf[..question.len].to_vec();
         let (socket, responder) = (socket.clone(), responder.clone());
         tokio::spawn(async move {
+            let peer = question.peer;
             if let Some(reply) = responder.respond(&request, false).await
-                && let Err(e) = socket.send_to(&reply, peer).await
+                && let Err(e) = udp_reply::send(&socket, &reply, peer, question.local).await
             {
                 tracing::debug!("cluster DNS: answering {peer}: {e}");
             }
