@@ -24,8 +24,18 @@ apt_need() {
     DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null || die "apt-get update failed"
     export ROS_APT_UPDATED=1
   fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
-    || die "apt-get install ${missing[*]} failed"
+  # A package the configured archives lack would fail the whole install: install the others,
+  # then name it.
+  local known=() unknown=()
+  for pkg in "${missing[@]}"; do
+    if apt-cache show "$pkg" >/dev/null 2>&1; then known+=("$pkg"); else unknown+=("$pkg"); fi
+  done
+  if [ ${#known[@]} -gt 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${known[@]}" >/dev/null \
+      || die "apt-get install ${known[*]} failed"
+  fi
+  [ ${#unknown[@]} -eq 0 ] \
+    || die "apt knows no package ${unknown[*]}: add the archive that has it (see the comments in scripts/lib.sh)"
 }
 
 need_rust() {
