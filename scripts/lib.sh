@@ -43,8 +43,12 @@ need_rust() {
 }
 
 # Host tools the build and the tests use, as Debian package:command pairs.
+# gcc + libc6-dev: build scripts link with cc, ring, sqlite and zstd compile C, and the static
+# init links libc.a (gcc only recommends libc6-dev, and apt_need skips recommends).
 # protoc: etcd-client's build script compiles etcd's protos with it (our own protos use protox).
 BUILD_PACKAGES=(
+  gcc:cc
+  libc6-dev:/usr/lib/x86_64-linux-gnu/libc.a
   protobuf-compiler:protoc
 )
 TEST_PACKAGES=(
@@ -56,6 +60,8 @@ TEST_PACKAGES=(
   zstd:zstd
   iproute2:ip
   kmod:depmod
+  # Not in Debian 12's archive (its kubernetes-client is 1.20; the tests need 1.30+ at
+  # /usr/bin/kubectl): add the Kubernetes project's apt repository (pkgs.k8s.io) first.
   kubectl:kubectl
   python3-kubernetes:/usr/lib/python3/dist-packages/kubernetes
   containerd:containerd
@@ -73,4 +79,6 @@ TEST_PACKAGES=(
   fdisk:sfdisk
   mtools:mcopy
   ca-certificates:/etc/ssl/certs/ca-certificates.crt
+  # kill (the agent tests' cleanup) and pgrep (scripts/up); not in a minimal Debian
+  procps:pgrep
 )
