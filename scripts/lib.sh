@@ -24,8 +24,18 @@ apt_need() {
     DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null || die "apt-get update failed"
     export ROS_APT_UPDATED=1
   fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
-    || die "apt-get install ${missing[*]} failed"
+  # A package the configured archives lack would fail the whole install: install the others,
+  # then name it.
+  local known=() unknown=()
+  for pkg in "${missing[@]}"; do
+    if apt-cache show "$pkg" >/dev/null 2>&1; then known+=("$pkg"); else unknown+=("$pkg"); fi
+  done
+  if [ ${#known[@]} -gt 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${known[@]}" >/dev/null \
+      || die "apt-get install ${known[*]} failed"
+  fi
+  [ ${#unknown[@]} -eq 0 ] \
+    || die "apt knows no package ${unknown[*]}: add the archive that has it (see the comments in scripts/lib.sh)"
 }
 
 need_rust() {
@@ -33,8 +43,12 @@ need_rust() {
 }
 
 # Host tools the build and the tests use, as Debian package:command pairs.
+# gcc + libc6-dev: build scripts link with cc, ring, sqlite and zstd compile C, and the static
+# init links libc.a (gcc only recommends libc6-dev, and apt_need skips recommends).
 # protoc: etcd-client's build script compiles etcd's protos with it (our own protos use protox).
 BUILD_PACKAGES=(
+  gcc:cc
+  libc6-dev:/usr/lib/x86_64-linux-gnu/libc.a
   protobuf-compiler:protoc
 )
 TEST_PACKAGES=(
@@ -46,6 +60,8 @@ TEST_PACKAGES=(
   zstd:zstd
   iproute2:ip
   kmod:depmod
+  # Not in Debian 12's archive (its kubernetes-client is 1.20; the tests need 1.30+ at
+  # /usr/bin/kubectl): add the Kubernetes project's apt repository (pkgs.k8s.io) first.
   kubectl:kubectl
   python3-kubernetes:/usr/lib/python3/dist-packages/kubernetes
   containerd:containerd
@@ -63,4 +79,6 @@ TEST_PACKAGES=(
   fdisk:sfdisk
   mtools:mcopy
   ca-certificates:/etc/ssl/certs/ca-certificates.crt
+  # kill (the agent tests' cleanup) and pgrep (scripts/up); not in a minimal Debian
+  procps:pgrep
 )
