@@ -33,9 +33,8 @@ need_rust() {
 }
 
 # Host tools the build and the tests use, as Debian package:command pairs.
-# protoc: etcd-client's build script compiles etcd's protos with it (our own protos use protox).
+# The build needs none beyond Rust: every .proto (machine API, etcd API) compiles with protox.
 BUILD_PACKAGES=(
-  protobuf-compiler:protoc
 )
 TEST_PACKAGES=(
   "${BUILD_PACKAGES[@]}"
