@@ -69,11 +69,10 @@ need_rust() {
 # Host tools the build and the tests use, as Debian package:command pairs.
 # gcc + libc6-dev: build scripts link with cc, ring, sqlite and zstd compile C, and the static
 # init links libc.a (gcc only recommends libc6-dev, and apt_need skips recommends).
-# protoc: etcd-client's build script compiles etcd's protos with it (our own protos use protox).
+# No protoc: every .proto (machine API, etcd API) compiles with protox.
 BUILD_PACKAGES=(
   gcc:cc
   libc6-dev:/usr/lib/x86_64-linux-gnu/libc.a
-  protobuf-compiler:protoc
 )
 TEST_PACKAGES=(
   "${BUILD_PACKAGES[@]}"

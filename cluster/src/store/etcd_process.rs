@@ -1,5 +1,6 @@
 //! A local, single-member etcd server process for development, tests and benchmarks: started
-//! on free 127.0.0.1 ports with a given data dir, killed by its PID when dropped.
+//! on free 127.0.0.1 ports with a given data dir (and optionally TLS on its client port),
+//! killed by its PID when dropped.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -7,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::StoreError;
+use super::etcd::{EtcdStore, EtcdTls};
 
 /// How long etcd may take to answer after it starts.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -14,6 +16,16 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct EtcdProcess {
     child: Child,
     endpoint: String,
+}
+
+/// TLS on the local etcd's client port (PEM files).
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    /// The server certificate and key etcd presents.
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// When set, etcd requires client certificates signed by this CA.
+    pub client_ca_file: Option<PathBuf>,
 }
 
 /// The etcd binary: `$ETCD_BIN`, else `etcd` on PATH (Debian package `etcd-server`).
@@ -45,11 +57,40 @@ fn free_port() -> Result<u16, StoreError> {
 impl EtcdProcess {
     /// Starts etcd with its data in `data_dir` and waits until it answers.
     pub async fn start(data_dir: &Path) -> Result<EtcdProcess, StoreError> {
+        Self::spawn(data_dir, None).await
+    }
+
+    /// Starts etcd serving clients over TLS (`https://` endpoint) and waits until it answers
+    /// a client using `client`.
+    pub async fn start_tls(
+        data_dir: &Path,
+        server: &ServerTls,
+        client: EtcdTls,
+    ) -> Result<EtcdProcess, StoreError> {
+        Self::spawn(data_dir, Some((server, client))).await
+    }
+
+    async fn spawn(
+        data_dir: &Path,
+        tls: Option<(&ServerTls, EtcdTls)>,
+    ) -> Result<EtcdProcess, StoreError> {
         let bin = etcd_binary()?;
         let (client, peer) = (free_port()?, free_port()?);
-        let client_url = format!("http://127.0.0.1:{client}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let client_url = format!("{scheme}://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
-        let child = Command::new(&bin)
+        let mut command = Command::new(&bin);
+        if let Some((server, _)) = &tls {
+            command
+                .arg(format!("--cert-file={}", server.cert_file.display()))
+                .arg(format!("--key-file={}", server.key_file.display()));
+            if let Some(ca) = &server.client_ca_file {
+                command
+                    .arg("--client-cert-auth")
+                    .arg(format!("--trusted-ca-file={}", ca.display()));
+            }
+        }
+        let child = command
             .arg("--name=local")
             .arg(format!("--data-dir={}", data_dir.display()))
             .arg(format!("--listen-client-urls={client_url}"))
@@ -67,11 +108,11 @@ impl EtcdProcess {
             child,
             endpoint: client_url,
         };
-        process.wait_ready().await?;
+        process.wait_ready(tls.map(|(_, client)| client)).await?;
         Ok(process)
     }
 
-    /// The client URL, e.g. `http://127.0.0.1:40123`.
+    /// The client URL, e.g. `http://127.0.0.1:40123` (`https://` with TLS).
     pub fn endpoint(&self) -> &str {
         &self.endpoint
     }
@@ -81,8 +122,10 @@ impl EtcdProcess {
         self.child.id()
     }
 
-    async fn wait_ready(&mut self) -> Result<(), StoreError> {
+    async fn wait_ready(&mut self, tls: Option<EtcdTls>) -> Result<(), StoreError> {
         let deadline = Instant::now() + START_TIMEOUT;
+        // Connects lazily, so every status call below tries to connect again.
+        let client = EtcdStore::connect(std::slice::from_ref(&self.endpoint), tls).await?;
         loop {
             if let Some(status) = self
                 .child
@@ -93,14 +136,13 @@ impl EtcdProcess {
                     "etcd exited during start-up: {status}"
                 )));
             }
-            if let Ok(mut c) = etcd_client::Client::connect([self.endpoint.as_str()], None).await
-                && c.status().await.is_ok()
-            {
-                return Ok(());
-            }
+            let error = match client.status().await {
+                Ok(_) => return Ok(()),
+                Err(e) => e,
+            };
             if Instant::now() > deadline {
                 return Err(StoreError::Other(format!(
-                    "etcd at {} did not answer within {START_TIMEOUT:?}",
+                    "etcd at {} did not answer within {START_TIMEOUT:?} (last error: {error})",
                     self.endpoint
                 )));
             }
