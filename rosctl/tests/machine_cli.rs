@@ -6,18 +6,23 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 
-/// The machined binary next to rosctl, built once per test process (nextest runs each test in
-/// its own process; the builds after the first are no-ops).
+/// The debug machined next to rosctl. `cargo nextest run --workspace` has just built it (the
+/// machined package has integration tests, so its binary is part of that build), and it is
+/// used as it is. Only when it is missing, or older than machined's sources (this test run
+/// alone after an edit), is it built here: `cargo build -p machined` selects other features
+/// of the shared dependencies than the workspace's test build, so it recompiles most of them.
 fn machined_bin() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {
-            let status = Command::new(env!("CARGO"))
-                .args(["build", "-q", "-p", "machined", "--bin", "machined"])
-                .status()
-                .expect("running cargo build -p machined");
-            assert!(status.success(), "cargo build -p machined failed");
             let bin = Path::new(env!("CARGO_BIN_EXE_rosctl")).with_file_name("machined");
+            if is_stale(&bin) {
+                let status = Command::new(env!("CARGO"))
+                    .args(["build", "-q", "-p", "machined", "--bin", "machined"])
+                    .status()
+                    .expect("running cargo build -p machined");
+                assert!(status.success(), "cargo build -p machined failed");
+            }
             assert!(
                 bin.exists(),
                 "machined binary not found at {}",
@@ -26,6 +31,33 @@ fn machined_bin() -> PathBuf {
             bin
         })
         .clone()
+}
+
+/// Missing, or older than a source file of machined or of the workspace crates it uses.
+fn is_stale(bin: &Path) -> bool {
+    let Ok(built) = bin.metadata().and_then(|m| m.modified()) else {
+        return true;
+    };
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    ["machined", "api", "config", "Cargo.lock"]
+        .iter()
+        .any(|p| newer_than(&workspace.join(p), built))
+}
+
+fn newer_than(path: &Path, time: std::time::SystemTime) -> bool {
+    let Ok(meta) = path.symlink_metadata() else {
+        return false;
+    };
+    if meta.is_dir() {
+        let name = path.file_name().unwrap_or_default();
+        if name == "target" || name == "tests" {
+            return false;
+        }
+        return std::fs::read_dir(path)
+            .map(|entries| entries.flatten().any(|e| newer_than(&e.path(), time)))
+            .unwrap_or(true);
+    }
+    meta.modified().map(|m| m > time).unwrap_or(true)
 }
 
 /// A dev-mode machined on a random port; killed by PID on drop.
