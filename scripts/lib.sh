@@ -33,8 +33,10 @@ need_rust() {
 }
 
 # Host tools the build and the tests use, as Debian package:command pairs.
-# The build needs none beyond Rust: every .proto (machine API, etcd API) compiles with protox.
+# protoc: only containerd-client's build script still needs it; our own protos (machine API,
+# etcd API) compile with protox. Drop it once the containerd protos are ours too.
 BUILD_PACKAGES=(
+  protobuf-compiler:protoc
 )
 TEST_PACKAGES=(
   "${BUILD_PACKAGES[@]}"
