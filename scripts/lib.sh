@@ -69,10 +69,15 @@ need_rust() {
 # Host tools the build and the tests use, as Debian package:command pairs.
 # gcc + libc6-dev: build scripts link with cc, ring, sqlite and zstd compile C, and the static
 # init links libc.a (gcc only recommends libc6-dev, and apt_need skips recommends).
-# No protoc: every .proto (machine API, etcd API) compiles with protox.
+# protoc + libprotobuf-dev: containerd-client's build script runs protoc on containerd's protos,
+# which import the well-known types (google/protobuf/*.proto) that only libprotobuf-dev ships.
+# Our own protos (machine API, etcd API) compile with protox; drop these two once the
+# containerd protos are ours too.
 BUILD_PACKAGES=(
   gcc:cc
   libc6-dev:/usr/lib/x86_64-linux-gnu/libc.a
+  protobuf-compiler:protoc
+  libprotobuf-dev:/usr/include/google/protobuf/descriptor.proto
 )
 TEST_PACKAGES=(
   "${BUILD_PACKAGES[@]}"
