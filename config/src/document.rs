@@ -28,8 +28,110 @@ pub(crate) fn render(segs: &[Seg]) -> FieldPath {
 
 /// Reads YAML text into a generic document tree (JSON data model: string keys only).
 pub fn parse_yaml_value(yaml: &str) -> Result<Value, String> {
-    let value: Value = serde_yaml_ng::from_str(yaml).map_err(|e| format!("invalid YAML: {e}"))?;
-    Ok(value)
+    // Checked first: libyaml's time grows with the square of the nesting depth.
+    crate::yaml_depth::check(yaml.as_bytes(), crate::yaml_depth::MAX_DEPTH)
+        .map_err(|e| format!("invalid YAML: {e}"))?;
+    let de = serde_yaml_ng::Deserializer::from_str(yaml);
+    let duplicate = std::rc::Rc::new(std::cell::RefCell::new(None));
+    let root = Node {
+        path: String::new(),
+        duplicate: duplicate.clone(),
+    };
+    serde::de::DeserializeSeed::deserialize(root, de).map_err(|e| {
+        // serde_yaml_ng would place the error at the mapping, not at the repeated key.
+        match duplicate.borrow_mut().take() {
+            Some(path) => format!("invalid YAML: {path}: duplicate key (it is already set above)"),
+            None => format!("invalid YAML: {e}"),
+        }
+    })
+}
+
+/// Builds the document tree like `serde_json::Value`'s own decoding, except that a key given
+/// twice in one mapping is an error naming its path (serde_json would keep the last one,
+/// silently overriding the first).
+struct Node {
+    path: String,
+    /// Where a repeated key was found.
+    duplicate: std::rc::Rc<std::cell::RefCell<Option<String>>>,
+}
+
+impl Node {
+    fn child(&self, key: &str) -> Node {
+        Node {
+            path: if self.path.is_empty() {
+                key.to_string()
+            } else {
+                format!("{}.{key}", self.path)
+            },
+            duplicate: self.duplicate.clone(),
+        }
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Node {
+    type Value = Value;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Node {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a YAML value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(v) = seq.next_element_seed(Node {
+            path: format!("{}[{}]", self.path, items.len()),
+            duplicate: self.duplicate.clone(),
+        })? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let child = self.child(&key);
+            if out.contains_key(&key) {
+                let message = format!("duplicate key {}", child.path);
+                *self.duplicate.borrow_mut() = Some(child.path);
+                return Err(serde::de::Error::custom(message));
+            }
+            let v = map.next_value_seed(child)?;
+            out.insert(key, v);
+        }
+        Ok(Value::Object(out))
+    }
 }
 
 /// A word for the kind of a value, for messages.

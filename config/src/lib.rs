@@ -17,6 +17,7 @@ pub mod schema;
 pub mod secrets;
 mod types;
 mod validate;
+pub mod yaml_depth;
 
 pub use atomic::{atomic_write, atomic_write_private};
 pub use document::{kind_of, parse_yaml_value};

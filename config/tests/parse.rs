@@ -134,3 +134,42 @@ fn kernel_modules_are_checked_by_field() {
     assert_eq!(modules[1].name, "loop");
     assert_eq!(modules[1].parameters, ["max_loop=64", "debug"]);
 }
+
+#[test]
+fn deeply_nested_documents_are_refused_before_parsing() {
+    // 200 KB of nested flow sequences: libyaml alone spends ~20 s on this.
+    let deep = "[".repeat(200_000);
+    let err = ros_config::parse(&deep).unwrap_err().to_string();
+    assert!(
+        err.contains("nests deeper than 128 levels (line 1, column 129)"),
+        "{err}"
+    );
+    let deep = format!("machine:\n  type: {}", "- ".repeat(100_000));
+    let err = ros_config::check_yaml(&deep).unwrap_err().to_string();
+    assert!(err.contains("nests deeper than 128 levels"), "{err}");
+}
+
+#[test]
+fn duplicate_keys_are_refused_with_their_path() {
+    for (yaml, path) in [
+        ("cluster:\n  name: a\n  name: b\n", "cluster.name"),
+        (
+            "machine:\n  token: a\n  type: worker\n  token: b\n",
+            "machine.token",
+        ),
+        (
+            "machine:\n  type: worker\nmachine:\n  type: controlplane\n",
+            "machine",
+        ),
+        (
+            "machine:\n  network:\n    interfaces:\n    - mtu: 1\n      mtu: 2\n",
+            "machine.network.interfaces[0].mtu",
+        ),
+    ] {
+        let err = ros_config::check_yaml(yaml).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("{path}: duplicate key")),
+            "{yaml}: {err}"
+        );
+    }
+}
