@@ -8,27 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use tonic::Status;
 
-/// Config paths the controllers apply on a running node; a change anywhere else needs a reboot.
-const LIVE_PATHS: &[&str] = &[
-    "machine.network",
-    "machine.time",
-    "machine.sysctls",
-    "machine.files",
-    "machine.env",
-    "machine.certSANs",
-    "machine.nodeLabels",
-    "machine.nodeTaints",
-    "machine.logging",
-    "machine.registries",
-];
-
 pub const DEFAULT_TRY_TIMEOUT: Duration = Duration::from_secs(60);
 
-fn needs_reboot(path: &str) -> bool {
-    !LIVE_PATHS
-        .iter()
-        .any(|live| path == *live || path.starts_with(&format!("{live}.")))
-}
+/// How long a reply waits for the services a change restarts (a stop may take its full
+/// SIGTERM deadline, 30 s for the agent).
+const RESTART_WAIT: Duration = Duration::from_secs(60);
 
 pub struct ApplyRequest {
     pub yaml: String,
@@ -75,10 +59,9 @@ pub async fn apply(
     crate::redact::redact(&mut old_view);
     crate::redact::redact(&mut new_view);
     reply.changes = crate::diff::diff(&old_view, &new_view);
-    let reboot_paths: Vec<String> = crate::diff::changed_paths(&old_json, &new.json)
-        .into_iter()
-        .filter(|p| needs_reboot(p))
-        .collect();
+    // What each changed path asks for comes from the consumer table (crate::consumers).
+    let impact = crate::consumers::impact(&crate::diff::changed_paths(&old_json, &new.json));
+    let reboot_paths = impact.reboot;
     // The first config of a maintenance-mode node is applied live.
     reply.reboot_required = mode_now == Mode::Configured && !reboot_paths.is_empty();
 
@@ -111,7 +94,23 @@ pub async fn apply(
         _ if reply.changes.is_empty() => "no changes".to_string(),
         _ => "stored on STATE and applied without a reboot".to_string(),
     };
+    let mut details = details;
+    if !impact.unconsumed.is_empty() {
+        details.push_str(&format!(
+            "; stored but not acted on by this version: {}",
+            impact.unconsumed.join(", ")
+        ));
+    }
     if req.dry_run {
+        let restarts: Vec<&str> = impact
+            .services
+            .iter()
+            .copied()
+            .filter(|id| !reboot && machine.supervisor.contains(id))
+            .collect();
+        if !restarts.is_empty() {
+            details.push_str(&format!("; would restart {}", restarts.join(", ")));
+        }
         reply.mode_details = format!("dry run, nothing changed; would be {details}");
         return Ok(reply);
     }
@@ -132,11 +131,12 @@ pub async fn apply(
             .events
             .publish("config", "config staged for the next boot"),
         ApplyMode::Try => {
-            machine.set_running(Some(new));
+            machine.set_running(Some(new.clone()));
             machine.schedule_try_rollback(req.try_timeout);
             machine
                 .events
                 .publish("config", "config applied in try mode");
+            report_services(machine, &new, mode_now, &mut reply).await;
         }
         _ if reboot => {
             machine
@@ -152,13 +152,51 @@ pub async fn apply(
             });
         }
         _ => {
-            machine.set_running(Some(new));
+            machine.set_running(Some(new.clone()));
             machine.events.publish("config", "config applied");
+            report_services(machine, &new, mode_now, &mut reply).await;
         }
     }
     drop(guard);
     reply.node = machine.node_name();
     Ok(reply)
+}
+
+/// Waits for the cluster role to act on the applied config and says in the reply which
+/// services it restarted, started or stopped (a node's first config starts them in the
+/// background: nothing ran before).
+async fn report_services(
+    machine: &Arc<Machine>,
+    new: &Arc<Running>,
+    before: Mode,
+    reply: &mut ApplyConfigurationReply,
+) {
+    if before != Mode::Configured {
+        return;
+    }
+    match machine.cluster.wait_reconciled(new.id, RESTART_WAIT).await {
+        Some(done) => {
+            for action in &done.actions {
+                if let Some(id) = action.strip_prefix("restarted ") {
+                    reply.restarted_services.push(id.to_string());
+                }
+            }
+            if !done.actions.is_empty() {
+                reply
+                    .mode_details
+                    .push_str(&format!("; {}", done.actions.join(", ")));
+            }
+            if let Some(e) = done.error {
+                reply
+                    .mode_details
+                    .push_str(&format!("; cluster role: {e} (retrying)"));
+            }
+        }
+        None => reply.mode_details.push_str(&format!(
+            "; services still being restarted after {}s (see `rosctl services`)",
+            RESTART_WAIT.as_secs()
+        )),
+    }
 }
 
 pub fn mode_name(mode: ApplyMode) -> &'static str {
@@ -168,19 +206,5 @@ pub fn mode_name(mode: ApplyMode) -> &'static str {
         ApplyMode::Reboot => "reboot",
         ApplyMode::Staged => "staged",
         ApplyMode::Try => "try",
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn live_and_reboot_paths() {
-        assert!(!needs_reboot("machine.network.hostname"));
-        assert!(!needs_reboot("machine.sysctls"));
-        assert!(needs_reboot("machine.type"));
-        assert!(needs_reboot("cluster.network.podSubnets"));
-        assert!(needs_reboot("machine.networkX"));
     }
 }

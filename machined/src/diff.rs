@@ -9,13 +9,59 @@ pub fn diff(old: &Value, new: &Value) -> Vec<String> {
     out
 }
 
-/// The paths (without the marker) that changed.
-pub fn changed_paths(old: &Value, new: &Value) -> Vec<String> {
+/// The paths that changed, as key segments (a map key may itself hold dots or colons, as
+/// `net.ipv4.ip_forward` or `registry.local:5000` do). An added or removed object is reported
+/// leaf by leaf when added, whole when removed; a list is one value.
+pub fn changed_paths(old: &Value, new: &Value) -> Vec<Vec<String>> {
     let mut out = Vec::new();
-    walk("", old, new, &mut out);
-    out.into_iter()
-        .map(|line| line[2..].split(':').next().unwrap_or_default().to_string())
-        .collect()
+    walk_paths(&mut Vec::new(), old, new, &mut out);
+    out
+}
+
+fn walk_paths(path: &mut Vec<String>, old: &Value, new: &Value, out: &mut Vec<Vec<String>>) {
+    match (old, new) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, va) in a {
+                path.push(k.clone());
+                match b.get(k) {
+                    Some(vb) => walk_paths(path, va, vb, out),
+                    None => out.push(path.clone()),
+                }
+                path.pop();
+            }
+            for (k, vb) in b {
+                if a.contains_key(k) {
+                    continue;
+                }
+                path.push(k.clone());
+                match vb {
+                    Value::Object(_) => walk_paths(path, &Value::Null, vb, out),
+                    _ => out.push(path.clone()),
+                }
+                path.pop();
+            }
+        }
+        (Value::Null, Value::Null) => {}
+        (Value::Null, Value::Object(_)) => {
+            walk_paths(path, &Value::Object(Default::default()), new, out)
+        }
+        (a, b) if a != b => out.push(path.clone()),
+        _ => {}
+    }
+}
+
+/// A path for people: segments joined by dots, a key holding a dot quoted (`sysctls."a.b"`).
+pub fn show_path(path: &[String]) -> String {
+    path.iter()
+        .map(|s| {
+            if s.contains('.') {
+                format!("{s:?}")
+            } else {
+                s.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 fn join(prefix: &str, key: &str) -> String {
@@ -78,13 +124,35 @@ mod tests {
         assert!(lines.contains(&"~ machine.network.hostname: \"a\" -> \"b\"".to_string()));
         assert!(lines.contains(&"+ machine.network.nameservers: [\"1.1.1.1\"]".to_string()));
         assert!(lines.contains(&"- machine.sysctls: {\"x\":\"1\"}".to_string()));
+        let shown: Vec<String> = changed_paths(&old, &new)
+            .iter()
+            .map(|p| show_path(p))
+            .collect();
         assert_eq!(
-            changed_paths(&old, &new),
+            shown,
             vec![
                 "machine.network.hostname",
                 "machine.network.nameservers",
                 "machine.sysctls"
             ]
+        );
+        let dotted = changed_paths(
+            &json!({"machine": {"registries": {"mirrors": {"registry.x:5000": {"endpoints": ["a"]}}}}}),
+            &json!({"machine": {"registries": {"mirrors": {"registry.x:5000": {"endpoints": ["b"]}}}}}),
+        );
+        assert_eq!(
+            dotted,
+            vec![vec![
+                "machine",
+                "registries",
+                "mirrors",
+                "registry.x:5000",
+                "endpoints"
+            ]]
+        );
+        assert_eq!(
+            show_path(&dotted[0]),
+            "machine.registries.mirrors.\"registry.x:5000\".endpoints"
         );
     }
 

@@ -22,6 +22,8 @@ struct FileSink {
 struct Inner {
     lines: VecDeque<String>,
     sink: Option<FileSink>,
+    /// Log forwarding: the service name lines are tagged with, and the shipper.
+    ship: Option<(Arc<str>, crate::logship::LogShipper)>,
 }
 
 /// A shared log buffer.
@@ -44,6 +46,7 @@ impl LogBuffer {
             inner: Arc::new(Mutex::new(Inner {
                 lines: VecDeque::new(),
                 sink: None,
+                ship: None,
             })),
             live,
         }
@@ -65,12 +68,21 @@ impl LogBuffer {
         Ok(buf)
     }
 
+    /// Also hands every later line to `shipper` (log forwarding), tagged with `service`.
+    pub fn ship_as(&self, service: &str, shipper: &crate::logship::LogShipper) {
+        self.inner.lock().expect("log lock").ship = Some((Arc::from(service), shipper.clone()));
+    }
+
     /// Appends one line (without its newline).
     pub fn push(&self, line: impl Into<String>) {
         let line = line.into();
         let mut inner = self.inner.lock().expect("log lock");
         if let Some(sink) = inner.sink.as_mut() {
             sink.append(&line);
+        }
+        if let Some((service, shipper)) = &inner.ship {
+            // Never blocks: a full queue drops the line for the destinations only.
+            shipper.send(service, &line);
         }
         if inner.lines.len() == KEEP_LINES {
             inner.lines.pop_front();

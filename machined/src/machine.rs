@@ -37,26 +37,21 @@ pub struct Running {
     pub yaml: String,
     pub config: ros_config::MachineConfig,
     pub json: Value,
+    /// Unique per parsed config, so a controller can say which one it acted on.
+    pub id: u64,
 }
 
 impl Running {
     pub fn parse(yaml: &str) -> Result<Self, ros_config::ConfigError> {
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let config = ros_config::parse(yaml)?;
         let json = serde_json::to_value(&config).unwrap_or(Value::Null);
         Ok(Self {
             yaml: yaml.to_string(),
             config,
             json,
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         })
-    }
-
-    pub fn hostname(&self) -> Option<String> {
-        self.config
-            .machine
-            .network
-            .hostname
-            .clone()
-            .filter(|h| !h.is_empty())
     }
 }
 
@@ -84,6 +79,12 @@ pub struct Machine {
     pub lifecycle: tokio::sync::Mutex<()>,
     /// The cluster role (control plane or worker services, bootstrap, kubeconfig).
     pub cluster: crate::cluster::ClusterRole,
+    /// The system's hostname when machined started (a platform's name, or a placeholder).
+    pub boot_hostname: String,
+    /// Kept on STATE; the stable hostname is derived from it.
+    pub machine_id: String,
+    /// Sends service and machined log lines to `machine.logging.destinations`.
+    pub logship: crate::logship::LogShipper,
 }
 
 pub struct MachineOptions {
@@ -102,9 +103,18 @@ impl Machine {
     pub fn new(opts: MachineOptions) -> anyhow::Result<Arc<Self>> {
         let resources = ResourceStore::new();
         let events = EventBus::new();
-        let supervisor =
-            Supervisor::new(opts.paths.logs.clone(), resources.clone(), events.clone());
-        let sans = base_sans(&opts.system.hostname(), opts.listen);
+        let logship = crate::logship::LogShipper::new();
+        opts.log.ship_as("machined", &logship);
+        let supervisor = Supervisor::new(
+            opts.paths.logs.clone(),
+            resources.clone(),
+            events.clone(),
+            logship.clone(),
+        );
+        let boot_hostname = opts.system.hostname();
+        let machine_id = crate::hostname::machine_id(&opts.paths.state)
+            .map_err(|e| anyhow::anyhow!("machine id in {}: {e}", opts.paths.state.display()))?;
+        let sans = base_sans(&boot_hostname, opts.listen);
         let tls = TlsSwitch::new(tls::maintenance_config(&sans)?);
         let trust_tls = TlsSwitch::new(tls::maintenance_config(&sans)?);
         let (running, _) = watch::channel(None);
@@ -126,6 +136,9 @@ impl Machine {
             pending_try: Mutex::new(None),
             lifecycle: tokio::sync::Mutex::new(()),
             cluster: crate::cluster::ClusterRole::new(opts.programs),
+            boot_hostname,
+            machine_id,
+            logship,
         });
         machine.publish_status("booting", None);
         Ok(machine)
@@ -147,11 +160,17 @@ impl Machine {
         }
     }
 
-    /// The name replies carry: the configured hostname, else the system's.
+    /// The name replies carry: the one the running config gives (see `crate::hostname`),
+    /// else the system's.
     pub fn node_name(&self) -> String {
         self.running()
-            .and_then(|r| r.hostname())
+            .and_then(|r| self.hostname_for(&r.config))
             .unwrap_or_else(|| self.system.hostname())
+    }
+
+    /// The hostname a config gives this node, if any.
+    pub fn hostname_for(&self, cfg: &ros_config::MachineConfig) -> Option<String> {
+        crate::hostname::for_config(cfg, &self.boot_hostname, &self.machine_id)
     }
 
     fn stop_cert_fetch(&self) {
@@ -266,7 +285,9 @@ impl Machine {
                 self.resources
                     .put("MachineConfig", "v1alpha1", r.json.clone());
                 let mut sans = base_sans(
-                    &r.hostname().unwrap_or_else(|| self.system.hostname()),
+                    &self
+                        .hostname_for(&r.config)
+                        .unwrap_or_else(|| self.boot_hostname.clone()),
                     self.listen,
                 );
                 sans.extend(r.config.machine.cert_sans.iter().cloned());

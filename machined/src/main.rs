@@ -178,6 +178,7 @@ async fn run(args: Args, log: machined::logbuf::LogBuffer) -> anyhow::Result<()>
     let _ = std::io::Write::write_all(&mut std::io::stdout(), banner.as_bytes());
     tracing::info!(dev, "machine API on {bound}");
 
+    machined::logship::spawn(machine.clone());
     machined::controllers::spawn(machine.clone());
     machined::cluster::spawn(machine.clone());
     machine.boot(platform_config).await;

@@ -89,12 +89,15 @@ async fn accepted_config_is_stored_and_node_switches_to_mutual_tls() {
         "secrets must not be echoed"
     );
     assert_eq!(node.state_config().as_deref(), Some(yaml.as_str()));
-    // No temp file is left behind by the atomic write.
-    let leftovers: Vec<_> = std::fs::read_dir(node.path("node/state"))
+    // No temp file is left behind by the atomic write (STATE holds the config and the
+    // machine id).
+    let mut leftovers: Vec<String> = std::fs::read_dir(node.path("node/state"))
         .unwrap()
         .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(leftovers.len(), 1, "{leftovers:?}");
+    leftovers.sort();
+    assert_eq!(leftovers, ["config.yaml", "machine-id"]);
 
     // Without a client certificate the configured node refuses (at the handshake or first call).
     let insecure =

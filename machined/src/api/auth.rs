@@ -112,6 +112,17 @@ pub fn role_from_cert(der: &[u8]) -> Option<Role> {
         .max()
 }
 
+/// The role of a client whose certificate the TLS layer verified against the machine CA:
+/// from its organisations, or, with `machine.features.rbac` off, `os:admin` for every such
+/// client (as Talos does).
+pub fn peer_role(der: &[u8], rbac: bool) -> Option<Role> {
+    if rbac {
+        role_from_cert(der)
+    } else {
+        Some(Role::Admin)
+    }
+}
+
 /// Tower layer applying [`authorize`] to every request before it reaches a handler.
 #[derive(Clone)]
 pub struct AuthLayer {
@@ -160,11 +171,16 @@ where
             .next()
             .unwrap_or_default()
             .to_string();
-        let peer_role = req
+        let leaf = req
             .extensions()
             .get::<TlsConnectInfo<TcpConnectInfo>>()
             .and_then(|info| info.peer_certs())
-            .and_then(|certs| certs.first().and_then(|c| role_from_cert(c.as_ref())));
+            .and_then(|certs| certs.first().map(|c| c.as_ref().to_vec()));
+        let rbac = self
+            .machine
+            .running()
+            .is_none_or(|r| r.config.machine.features.rbac);
+        let peer_role = leaf.and_then(|der| peer_role(&der, rbac));
         let role = match authorize(self.machine.mode(), &method, peer_role) {
             Ok(role) => role,
             Err(status) => return Box::pin(async move { Ok(status.into_http()) }),

@@ -36,6 +36,18 @@ pub struct ClusterRole {
     bootstrap_lock: tokio::sync::Mutex<()>,
     /// `cluster agent --help` of the cluster binary, read once.
     agent_features: Mutex<Option<specs::AgentFeatures>>,
+    /// What the controller last did, for the apply that changed the config.
+    reconciled: tokio::sync::watch::Sender<Reconciled>,
+}
+
+/// What the role controller did for one running config (accumulated over its retries).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Reconciled {
+    /// `Running::id` of the config (0: none).
+    pub config: u64,
+    /// "restarted cluster-agent", "started containerd", "stopped cluster-server", in order.
+    pub actions: Vec<String>,
+    pub error: Option<String>,
 }
 
 impl ClusterRole {
@@ -45,7 +57,18 @@ impl ClusterRole {
             kick: Notify::new(),
             bootstrap_lock: tokio::sync::Mutex::new(()),
             agent_features: Mutex::new(None),
+            reconciled: tokio::sync::watch::channel(Reconciled::default()).0,
         }
+    }
+
+    /// Waits (at most `limit`) until the controller has acted on config `id`; what it did.
+    pub async fn wait_reconciled(&self, id: u64, limit: std::time::Duration) -> Option<Reconciled> {
+        let mut rx = self.reconciled.subscribe();
+        tokio::time::timeout(limit, rx.wait_for(|r| r.config == id))
+            .await
+            .ok()?
+            .ok()
+            .map(|r| r.clone())
     }
 
     async fn agent_features(&self) -> specs::AgentFeatures {
@@ -211,7 +234,19 @@ pub fn spawn(machine: Arc<Machine>) {
         let mut attempt = 0u32;
         loop {
             let running = config.borrow_and_update().clone();
-            let outcome = reconcile(&machine, running.as_deref(), &mut current).await;
+            let mut actions = Vec::new();
+            let outcome = reconcile(&machine, running.as_deref(), &mut current, &mut actions).await;
+            let id = running.as_ref().map_or(0, |r| r.id);
+            machine.cluster.reconciled.send_modify(|r| {
+                if r.config != id {
+                    *r = Reconciled {
+                        config: id,
+                        ..Default::default()
+                    };
+                }
+                r.actions.extend(actions);
+                r.error = outcome.as_ref().err().cloned();
+            });
             let retry = match &outcome {
                 Ok(()) => {
                     attempt = 0;
@@ -273,6 +308,7 @@ async fn reconcile(
     machine: &Arc<Machine>,
     running: Option<&Running>,
     current: &mut BTreeMap<String, ServiceSpec>,
+    actions: &mut Vec<String>,
 ) -> Result<(), String> {
     let paths = &machine.paths.cluster;
     let programs = &machine.cluster.programs;
@@ -323,6 +359,7 @@ async fn reconcile(
         .map(|(id, _)| id.clone())
         .collect();
     stale.sort_by_key(|id| id != specs::AGENT);
+    let mut removed = Vec::new();
     for id in stale {
         machine
             .supervisor
@@ -330,21 +367,24 @@ async fn reconcile(
             .await
             .map_err(|e| e.to_string())?;
         current.remove(&id);
+        removed.push(id);
     }
+    // Whatever happens next, a removed service that is not back has stopped.
+    let report = |actions: &mut Vec<String>, current: &BTreeMap<String, ServiceSpec>| {
+        for id in &removed {
+            if !current.contains_key(id) {
+                actions.push(format!("stopped {id}"));
+            }
+        }
+    };
 
     let mut pending = None;
     if let (Some(r), Some(agent)) = (running, &agent_wanted) {
         let cfg = &r.config;
-        write_private(
-            &paths.containerd_config,
-            specs::containerd_config(paths).as_bytes(),
-        )?;
-        let registries = serde_yaml_ng::to_string(&cfg.machine.registries)
-            .map_err(|e| format!("machine.registries: {e}"))?;
-        write_private(
-            &paths.agent_root.join("registries.yaml"),
-            registries.as_bytes(),
-        )?;
+        if let Err(e) = write_agent_inputs(paths, cfg) {
+            report(actions, current);
+            return Err(e);
+        }
         match agent_kubeconfig(machine, cfg).await {
             Ok(text) => {
                 write_private(&paths.agent_root.join("kubeconfig"), text.as_bytes())?;
@@ -361,20 +401,48 @@ async fn reconcile(
         if current.contains_key(id) {
             continue;
         }
-        machine
+        let started = machine
             .supervisor
             .add(spec.clone())
-            .map_err(|e| format!("service {id}: {e}"))?;
-        machine
-            .supervisor
-            .start(id)
-            .map_err(|e| format!("service {id}: {e}"))?;
+            .and_then(|()| machine.supervisor.start(id))
+            .map_err(|e| format!("service {id}: {e}"));
+        if let Err(e) = started {
+            report(actions, current);
+            return Err(e);
+        }
         current.insert(id.to_string(), spec.clone());
+        let verb = if removed.iter().any(|r| r == id) {
+            "restarted"
+        } else {
+            "started"
+        };
+        actions.push(format!("{verb} {id}"));
     }
+    report(actions, current);
     match pending {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// The files containerd and the agent read, written atomically (each a pure function of the
+/// config and the paths, so an unchanged config rewrites nothing). Written while the agent
+/// is stopped when they changed: a change to their config paths is in the agent's spec
+/// (`config_inputs`), so the agent was removed above.
+fn write_agent_inputs(
+    paths: &crate::paths::ClusterPaths,
+    cfg: &MachineConfig,
+) -> Result<(), String> {
+    write_private(
+        &paths.containerd_config,
+        specs::containerd_config(paths).as_bytes(),
+    )?;
+    let registries = serde_yaml_ng::to_string(&cfg.machine.registries)
+        .map_err(|e| format!("machine.registries: {e}"))?;
+    write_private(
+        &paths.agent_root.join("registries.yaml"),
+        registries.as_bytes(),
+    )
 }
 
 /// The agent's kubeconfig: a node identity, signed here on a control plane, else by a control

@@ -124,6 +124,13 @@ pub fn local_server_url(listen: SocketAddr) -> String {
     format!("https://{host}:{}", listen.port())
 }
 
+/// What of the config reaches `service` (its generated files included), per the consumer
+/// table.
+fn inputs(service: &str, cfg: &MachineConfig) -> serde_json::Value {
+    let json = serde_json::to_value(cfg).unwrap_or_default();
+    crate::consumers::service_inputs(service, &json)
+}
+
 fn p(path: &Path) -> String {
     path.display().to_string()
 }
@@ -187,6 +194,7 @@ pub fn server(
             ca_file: Some(p(&paths.pki.join("ca.crt"))),
             interval_seconds: 5,
         }),
+        config_inputs: inputs(SERVER, cfg),
     }
 }
 
@@ -221,6 +229,7 @@ pub fn containerd(cfg: &MachineConfig, paths: &ClusterPaths, programs: &Programs
         restart: RestartPolicy::Always,
         stop_timeout_seconds: 20,
         health: None,
+        config_inputs: inputs(CONTAINERD, cfg),
     }
 }
 
@@ -325,6 +334,7 @@ pub fn agent(
         restart: RestartPolicy::Always,
         stop_timeout_seconds: 30,
         health: None,
+        config_inputs: inputs(AGENT, cfg),
     }
 }
 

@@ -28,7 +28,16 @@ pub fn spawn(machine: Arc<Machine>) {
         loop {
             let running = config.borrow_and_update().clone();
             let links = machine.system.ethernet_links();
-            let desired = derive(running.as_deref().map(|r| &r.config), &links);
+            let mut desired = derive(running.as_deref().map(|r| &r.config), &links);
+            if let Some(r) = &running {
+                // The configured or stable name; without one, the name the node booted with
+                // (undoing a name an earlier config set).
+                desired.hostname = machine.hostname_for(&r.config).or_else(|| {
+                    (!machine.boot_hostname.is_empty()
+                        && machine.system.hostname() != machine.boot_hostname)
+                        .then(|| machine.boot_hostname.clone())
+                });
+            }
             publish(&machine, &desired);
             let mut attempt = 0u32;
             loop {
@@ -215,7 +224,8 @@ fn load_modules(
     (statuses, errors)
 }
 
-const CONTROLLERS: &[&str] = &[
+/// The controllers' `ControllerStatus` ids (the consumer table names them).
+pub(crate) const CONTROLLERS: &[&str] = &[
     "hostname",
     "links",
     "addresses",

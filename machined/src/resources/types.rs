@@ -134,6 +134,13 @@ pub const TYPES: &[ResourceTypeInfo] = &[
         false,
         false,
     ),
+    t(
+        "LogDestinations",
+        &["logdestinations", "logdestination", "logging"],
+        "log forwarding destinations: connected, lines sent and dropped",
+        false,
+        false,
+    ),
     t("Disks", &["disks", "disk"], "block devices", false, true),
 ];
 

@@ -89,6 +89,8 @@ pub struct Supervisor {
     events: EventBus,
     /// Bumped on every state change so dependants re-check their dependencies.
     changed: watch::Sender<u64>,
+    /// Where service output is also forwarded (`machine.logging`).
+    logship: crate::logship::LogShipper,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -100,7 +102,12 @@ pub enum ServiceError {
 }
 
 impl Supervisor {
-    pub fn new(log_dir: PathBuf, resources: ResourceStore, events: EventBus) -> Self {
+    pub fn new(
+        log_dir: PathBuf,
+        resources: ResourceStore,
+        events: EventBus,
+        logship: crate::logship::LogShipper,
+    ) -> Self {
         let (changed, _) = watch::channel(0);
         Self {
             inner: Arc::new(Mutex::new(BTreeMap::new())),
@@ -108,6 +115,7 @@ impl Supervisor {
             resources,
             events,
             changed,
+            logship,
         }
     }
 
@@ -119,6 +127,7 @@ impl Supervisor {
         }
         let log = LogBuffer::with_file(self.log_dir.join(format!("{}.log", spec.id)))
             .unwrap_or_else(|_| LogBuffer::new());
+        log.ship_as(&spec.id, &self.logship);
         let (wanted, _) = watch::channel(Want {
             run: false,
             generation: 0,

@@ -35,6 +35,11 @@ pub struct ServiceSpec {
     /// Checked while the process runs; dependants wait until it passes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<super::HealthCheck>,
+    /// The config values this service consumes (`crate::consumers`), including those that
+    /// reach it through generated files: a change makes the spec differ, so its owner
+    /// restarts it.
+    #[serde(skip)]
+    pub config_inputs: serde_json::Value,
 }
 
 fn default_stop_timeout() -> u64 {

@@ -30,7 +30,12 @@ impl Node {
         let mut child = Command::new(env!("CARGO_BIN_EXE_machined"))
             .arg("--state-dir")
             .arg(dir.path().join("node"))
-            .args(["--listen", "127.0.0.1:0", "--node-name", "test-node"])
+            .args(["--listen", "127.0.0.1:0"])
+            .args(if extra.contains(&"--node-name") {
+                &[][..]
+            } else {
+                &["--node-name", "test-node"][..]
+            })
             .args(extra)
             .env("ROS_LOG", "info")
             .stdout(Stdio::piped())
