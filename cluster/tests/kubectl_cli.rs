@@ -1,4 +1,4 @@
-//! The real kubectl (/usr/bin/kubectl, v1.32) against `cluster server` on a random port.
+//! The real kubectl (on PATH; v1.32 in CI) against `cluster server` on a random port.
 
 mod kubectl_support;
 

@@ -26,9 +26,17 @@ fn workspace_bin(name: &str) -> PathBuf {
     bin
 }
 
+/// Found on PATH (scripts/lib.sh installs upstream's binary where Debian has none).
+const KUBECTL: &str = "kubectl";
+
+/// `path` exists, or (without a slash) is a program on PATH.
 fn need(path: &str, package: &str) {
+    let on_path = || {
+        std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(path).exists()))
+    };
     assert!(
-        Path::new(path).exists(),
+        Path::new(path).exists() || (!path.contains('/') && on_path()),
         "{path} is missing: install the Debian package {package}"
     );
 }
@@ -161,7 +169,7 @@ fn text(o: &Output) -> String {
 
 #[tokio::test]
 async fn control_plane_bootstrap_kubeconfig_health_and_reboot() {
-    need("/usr/bin/kubectl", "kubectl");
+    need(KUBECTL, "kubectl");
     let cluster = workspace_bin("cluster");
     let port = free_port();
     let pki = Pki::generate_for(&format!("https://127.0.0.1:{port}"));
@@ -233,7 +241,7 @@ async fn control_plane_bootstrap_kubeconfig_health_and_reboot() {
         .kubeconfig;
     let kc_path = work.path().join("admin.kubeconfig");
     std::fs::write(&kc_path, &kc).unwrap();
-    let o = Command::new("/usr/bin/kubectl")
+    let o = Command::new(KUBECTL)
         .arg("--kubeconfig")
         .arg(&kc_path)
         .args(["get", "ns", "-o", "name"])
@@ -246,7 +254,7 @@ async fn control_plane_bootstrap_kubeconfig_health_and_reboot() {
         server_log(&node, &pki).await
     );
     assert!(text(&o).contains("namespace/kube-system"), "{}", text(&o));
-    let o = Command::new("/usr/bin/kubectl")
+    let o = Command::new(KUBECTL)
         .arg("--kubeconfig")
         .arg(&kc_path)
         .args([
@@ -295,7 +303,7 @@ async fn control_plane_bootstrap_kubeconfig_health_and_reboot() {
         let o = rosctl.run(&["kubeconfig", "--merge"], &[("KUBECONFIG", &home_cfg)]);
         assert!(o.status.success(), "{}", text(&o));
     }
-    let o = Command::new("/usr/bin/kubectl")
+    let o = Command::new(KUBECTL)
         .arg("--kubeconfig")
         .arg(&home_cfg)
         .args(["config", "get-contexts", "-o", "name"])
@@ -309,7 +317,7 @@ async fn control_plane_bootstrap_kubeconfig_health_and_reboot() {
         ["admin@test", "admin@test-1", "me@other"],
         "{contexts}"
     );
-    let o = Command::new("/usr/bin/kubectl")
+    let o = Command::new(KUBECTL)
         .arg("--kubeconfig")
         .arg(&home_cfg)
         .args(["get", "ns", "kube-system", "-o", "name"])
@@ -480,7 +488,7 @@ async fn a_worker_gets_its_node_identity_refuses_bootstrap_and_never_runs_the_se
 /// labels from the config.
 #[tokio::test]
 async fn a_worker_joins_and_its_node_turns_ready() {
-    need("/usr/bin/kubectl", "kubectl");
+    need(KUBECTL, "kubectl");
     need("/usr/bin/containerd", "containerd");
     need("/usr/bin/containerd-shim-runc-v2", "containerd");
     let cluster = workspace_bin("cluster");
@@ -554,7 +562,7 @@ async fn a_worker_joins_and_its_node_turns_ready() {
     let kc_path = work.path().join("admin.kubeconfig");
     std::fs::write(&kc_path, &kc).unwrap();
     let ready = wait_for("node worker-1 Ready", Duration::from_secs(120), || async {
-        let o = Command::new("/usr/bin/kubectl")
+        let o = Command::new(KUBECTL)
             .arg("--kubeconfig")
             .arg(&kc_path)
             .args([

@@ -16,7 +16,7 @@ use cluster::agent::network::netns;
 
 use crate::agent_support::wait_for;
 
-pub const KUBECTL: &str = "/usr/bin/kubectl";
+pub const KUBECTL: &str = "kubectl";
 pub const BUSYBOX: &str = "/bin/busybox";
 
 pub fn need(tool: &str, package: &str) {
