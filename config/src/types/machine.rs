@@ -91,7 +91,7 @@ pub struct MachineSection {
     /// Image registry mirrors and credentials.
     #[serde(default, skip_serializing_if = "Registries::is_empty")]
     pub registries: Registries,
-    /// Where system logs are also sent.
+    /// Where the logs of machined and every service are also sent (applied live).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logging: Option<Logging>,
     /// Optional behaviours.
@@ -254,7 +254,8 @@ pub struct RegistryTls {
     pub client_identity: Option<PemPair>,
 }
 
-/// Log forwarding.
+/// Log forwarding: each log line as one JSON object
+/// (`{"msg":..,"service":..,"time":..,"level":..}`) per line over TCP, or per datagram over UDP.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Logging {
@@ -285,10 +286,13 @@ pub struct LogDestination {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Features {
-    /// Check the role (`os:admin`, `os:operator`, `os:reader`) in client certificates.
+    /// Check the role (`os:admin`, `os:operator`, `os:reader`) in client certificates of the
+    /// machine API; when false, every client with a certificate from the machine CA is
+    /// `os:admin`.
     #[serde(default = "default_true")]
     pub rbac: bool,
-    /// Derive a stable hostname from the machine id when none is set.
+    /// When neither the config nor the platform names the machine, name it `ros-xxx-yyy`
+    /// from its machine id (kept on STATE), instead of init's default `ros`.
     #[serde(default = "default_true")]
     pub stable_hostname: bool,
 }
