@@ -95,6 +95,7 @@ TEST_PACKAGES=(
   docker-registry:docker-registry
   nftables:nft
   dnsutils:dig
+  binutils:objcopy
   qemu-utils:qemu-img
   grub-common:grub-mkimage
   grub-efi-amd64-bin:/usr/lib/grub/x86_64-efi
@@ -151,11 +152,14 @@ phase_table_on_exit() {
 # scripts/e2e runs the ignored ones (#[ignore = "e2e tier: scripts/e2e"]).
 QEMU_TESTS='package(e2e) or binary(/qemu/)'
 
-# Builds the release binaries and both e2e images once, and exports ROS_E2E_IMAGE and
-# ROS_E2E_CLUSTER_IMAGE so every QEMU test boots those without running cargo itself.
-# The e2e-images binary must be built already (the test binaries' build builds it).
+# export_e2e_images [release|test]: builds both e2e images once and exports ROS_E2E_IMAGE and
+# ROS_E2E_CLUSTER_IMAGE so every QEMU test boots those without running cargo itself. Their
+# binaries: a release build (default), or `test`: the test build's dev-profile binaries with
+# the debug info stripped (no release build). The e2e-images binary must be built already
+# (the test binaries' build builds it).
 export_e2e_images() {
   local exports
+  export ROS_E2E_BINARIES="${1:-release}"
   exports="$("${CARGO_TARGET_DIR:-$ROOT/target}/debug/e2e-images")" || return 1
   eval "$exports"
   say "e2e images: ROS_E2E_IMAGE=$ROS_E2E_IMAGE ROS_E2E_CLUSTER_IMAGE=$ROS_E2E_CLUSTER_IMAGE"

@@ -165,24 +165,14 @@ impl Elector {
         loop {
             self.acquire().await;
             tracing::info!(lease = %self.name, identity = %self.identity, "became leader");
-            let task = tokio::spawn(work());
-            // Dropping `run` (its caller stopping) also stops the work.
-            let _stop = AbortOnDrop(task.abort_handle());
+            // The work runs inside this future, not as a spawned task: losing the lease, or
+            // the caller dropping `run`, drops the work at once, before anyone else can lead.
             tokio::select! {
                 _ = self.keep() => {}
-                r = task => tracing::warn!(lease = %self.name, "leader work ended: {r:?}"),
+                () = work() => tracing::warn!(lease = %self.name, "leader work ended"),
             }
-            drop(_stop);
             tracing::info!(lease = %self.name, identity = %self.identity, "stopped leading");
         }
-    }
-}
-
-struct AbortOnDrop(tokio::task::AbortHandle);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

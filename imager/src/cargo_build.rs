@@ -62,18 +62,7 @@ pub fn release_dir(workspace: &Path) -> PathBuf {
 /// Runs the release builds and returns the paths of the binaries: the static init (its own
 /// target, so its dependencies never mix with the others'), then [`release_packages`].
 pub fn build(workspace: &Path, with_cluster: bool, log: &dyn Fn(&str)) -> Result<OurBinaries> {
-    log("cargo build --release (static init)");
-    let mut init = cargo(workspace)?;
-    init.args([
-        "build",
-        "--release",
-        "--target",
-        STATIC_TARGET,
-        "-p",
-        "init",
-    ])
-    .env("RUSTFLAGS", "-C target-feature=+crt-static");
-    tools::run(init).context("building init")?;
+    let init = build_static_init(workspace, true, log)?;
 
     let packages = release_packages(with_cluster);
     log(&format!(
@@ -91,12 +80,48 @@ pub fn build(workspace: &Path, with_cluster: bool, log: &dyn Fn(&str)) -> Result
 
     let target = target_dir(workspace);
     let binaries = OurBinaries {
-        init: target.join(STATIC_TARGET).join("release/init"),
+        init,
         machined: target.join("release/machined"),
         cluster: with_cluster.then(|| target.join("release/cluster")),
     };
-    check_static(&binaries.init)?;
     Ok(binaries)
+}
+
+/// Builds `init` statically linked, in release or (`release` false) the dev profile, in its
+/// own target so its dependencies never mix with the others', and returns its path.
+pub fn build_static_init(workspace: &Path, release: bool, log: &dyn Fn(&str)) -> Result<PathBuf> {
+    let profile = if release { "release" } else { "debug" };
+    log(&format!("cargo build ({profile}, static init)"));
+    let mut init = cargo(workspace)?;
+    init.args(["build", "--target", STATIC_TARGET, "-p", "init"]);
+    if release {
+        init.arg("--release");
+    }
+    init.env("RUSTFLAGS", "-C target-feature=+crt-static");
+    tools::run(init).context("building init")?;
+    let path = target_dir(workspace).join(STATIC_TARGET).join(profile).join("init");
+    check_static(&path)?;
+    Ok(path)
+}
+
+/// Where the dev-profile binaries of the test build land (`cargo nextest run --no-run`
+/// builds each package's binaries for its integration tests).
+pub fn debug_dir(workspace: &Path) -> PathBuf {
+    target_dir(workspace).join("debug")
+}
+
+/// A copy of `binary` in `dir` without its debug sections: a dev-profile binary is several
+/// times larger than the stripped release one, and the image is unpacked into RAM.
+pub fn strip_debug_copy(binary: &Path, dir: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let name = binary
+        .file_name()
+        .with_context(|| format!("{} has no file name", binary.display()))?;
+    let out = dir.join(name);
+    let mut cmd = tools::OBJCOPY.command()?;
+    cmd.arg("--strip-debug").arg(binary).arg(&out);
+    tools::run(cmd).with_context(|| format!("stripping {}", binary.display()))?;
+    Ok(out)
 }
 
 fn cargo(workspace: &Path) -> Result<Command> {

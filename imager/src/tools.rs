@@ -36,6 +36,10 @@ pub const QEMU_IMG: HostTool = HostTool {
     command: "qemu-img",
     package: "qemu-utils",
 };
+pub const OBJCOPY: HostTool = HostTool {
+    command: "objcopy",
+    package: "binutils",
+};
 pub const CARGO: HostTool = HostTool {
     command: "cargo",
     package: "cargo (or rustup)",

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use imager::cargo_build::OurBinaries;
 use imager::config::ImageConfig;
 use imager::image::{BuildInputs, build_kernel_initramfs};
 use imager::progress::Progress;
@@ -20,6 +21,10 @@ pub mod rosctl;
 pub const ENV_IMAGE: &str = "ROS_E2E_IMAGE";
 /// The same for [`cluster_image`] (an image with the cluster role, e.g. `_out/image`).
 pub const ENV_CLUSTER_IMAGE: &str = "ROS_E2E_CLUSTER_IMAGE";
+/// `test` builds the images from the test build's dev-profile binaries (debug info stripped)
+/// instead of a release build: `scripts/test` does, to spare CI the release build;
+/// `scripts/e2e` and `scripts/up` boot release binaries.
+pub const ENV_BINARIES: &str = "ROS_E2E_BINARIES";
 
 #[derive(Debug, Clone)]
 pub struct Image {
@@ -87,10 +92,7 @@ fn built_image(with_cluster: bool) -> Result<Image> {
 
     let workspace = workspace();
     let log = |line: &str| eprintln!("e2e: {line}");
-    // One release invocation builds machined, cluster and rosctl together (the tests drive
-    // nodes with that rosctl), so shared dependencies are compiled once, with one feature
-    // set, whichever of the two images is asked for first.
-    let ours = imager::cargo_build::build(&workspace, true, &log)?;
+    let ours = our_binaries(&workspace, &scratch, &log)?;
     let kernel = imager::fetch::cached_or_fetch(&workspace.join("_out/kernel"), &log)?;
     let config = ImageConfig::default();
     let inputs = BuildInputs {
@@ -122,9 +124,53 @@ fn built_image(with_cluster: bool) -> Result<Image> {
     Image::in_dir(&out)
 }
 
-/// The release `rosctl` built beside the image's binaries by [`image`].
+/// Whether [`ENV_BINARIES`] asks for the test build's binaries.
+fn test_binaries() -> Result<bool> {
+    match std::env::var(ENV_BINARIES).as_deref() {
+        Err(_) | Ok("release") => Ok(false),
+        Ok("test") => Ok(true),
+        Ok(other) => bail!("${ENV_BINARIES}={other}: expected `test` or `release`"),
+    }
+}
+
+/// The binaries the images hold. Release: one invocation builds machined, cluster and rosctl
+/// together (the tests drive nodes with that rosctl), so shared dependencies are compiled
+/// once, with one feature set, whichever image is asked for first. Test build: the
+/// dev-profile binaries already built for the integration tests, without debug info, and a
+/// dev-profile static init.
+fn our_binaries(workspace: &Path, scratch: &Path, log: &dyn Fn(&str)) -> Result<OurBinaries> {
+    if !test_binaries()? {
+        return imager::cargo_build::build(workspace, true, log);
+    }
+    let debug = imager::cargo_build::debug_dir(workspace);
+    let stripped = scratch.join("test-binaries");
+    let ours = |name: &str| -> Result<PathBuf> {
+        let bin = debug.join(name);
+        if !bin.is_file() {
+            bail!(
+                "{} is missing (${ENV_BINARIES}=test takes the test build's binaries: run `cargo nextest run --workspace --no-run` first)",
+                bin.display()
+            );
+        }
+        imager::cargo_build::strip_debug_copy(&bin, &stripped)
+    };
+    Ok(OurBinaries {
+        init: imager::cargo_build::build_static_init(workspace, false, log)?,
+        machined: ours("machined")?,
+        cluster: Some(ours("cluster")?),
+    })
+}
+
+/// The `rosctl` built beside the image's binaries by [`image`] (release, or the test build's
+/// with [`ENV_BINARIES`]`=test`).
 pub fn rosctl_bin() -> Result<PathBuf> {
-    let bin = imager::cargo_build::release_dir(&workspace()).join("rosctl");
+    let workspace = workspace();
+    let bin = if test_binaries()? {
+        imager::cargo_build::debug_dir(&workspace)
+    } else {
+        imager::cargo_build::release_dir(&workspace)
+    }
+    .join("rosctl");
     if !bin.is_file() {
         bail!(
             "{} is missing (with ${ENV_IMAGE} set nothing is built: run `cargo build --release -p machined -p rosctl`)",
