@@ -6,6 +6,7 @@ pub mod bench;
 pub mod controllers;
 pub mod dns;
 pub mod leader;
+pub mod private_files;
 pub mod proxy;
 pub mod scheduler;
 pub mod store;

@@ -66,6 +66,14 @@ enum Command {
         /// address of the default route's interface.
         #[arg(long, value_name = "IP")]
         advertise_address: Option<std::net::IpAddr>,
+        /// Seconds a client has for its TLS handshake (at most 10) and each request's headers;
+        /// also how long a kept-alive connection may sit idle.
+        #[arg(long, value_name = "SECONDS", default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
+        header_read_timeout: u64,
+        /// Connections accepted but without a first request yet, at most; past that new
+        /// connections wait in the listen backlog.
+        #[arg(long, value_name = "N", default_value_t = cluster::apiserver::connections::DEFAULT_MAX_PENDING, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+        max_pending_connections: usize,
     },
     /// Run the node agent: register the Node and run its pods through containerd.
     Agent(cluster::agent::Options),
@@ -104,9 +112,13 @@ fn main() -> Result<()> {
                 resolv_conf,
                 dns_advertise_address,
                 advertise_address,
+                header_read_timeout,
+                max_pending_connections,
             } => {
+                raise_open_files_limit();
                 std::fs::create_dir_all(&data_dir)
                     .with_context(|| format!("creating {}", data_dir.display()))?;
+                cluster::private_files::secure_data_dir(&data_dir)?;
                 install_given_pki(
                     &data_dir,
                     ca_cert.as_deref().zip(ca_key.as_deref()),
@@ -121,6 +133,10 @@ fn main() -> Result<()> {
                     listen,
                     service_cidr,
                     tls_sans,
+                    connections: cluster::apiserver::connections::ConnectionLimits {
+                        header_timeout: std::time::Duration::from_secs(header_read_timeout),
+                        max_pending: max_pending_connections,
+                    },
                 };
                 let running = cluster::apiserver::start(opts, Arc::new(store)).await?;
                 announce_apiserver(&running, advertise_address).await?;
@@ -254,5 +270,16 @@ async fn sigterm() {
             s.recv().await;
         }
         Err(_) => std::future::pending().await,
+    }
+}
+
+/// Every client connection costs a descriptor: take the hard limit, as Go servers do.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        tracing::warn!("raising the open files limit to {hard}: {e}");
     }
 }

@@ -31,6 +31,7 @@ async fn start() -> (
         listen: "127.0.0.1:0".parse().unwrap(),
         service_cidr: "10.96.0.0/12".parse().unwrap(),
         tls_sans: vec![],
+        connections: Default::default(),
     };
     let running = cluster::apiserver::start(opts, store.clone())
         .await

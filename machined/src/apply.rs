@@ -33,7 +33,12 @@ pub async fn apply(
         dry_run: req.dry_run,
         ..Default::default()
     };
-    let new = match Running::parse(&req.yaml) {
+    // Parsed on a blocking thread: a hostile document must not stall the API's other calls.
+    let yaml = req.yaml.clone();
+    let parsed = tokio::task::spawn_blocking(move || Running::parse(&yaml))
+        .await
+        .map_err(|e| Status::internal(format!("parsing the config: {e}")))?;
+    let new = match parsed {
         Ok(r) => Arc::new(r),
         Err(e) => {
             reply.validation_errors = e

@@ -121,6 +121,18 @@ pub fn sign_server_csr(ca_pem: &str, ca_key_pem: &str, csr_pem: &str) -> Result<
     let issuer = Issuer::from_ca_cert_pem(ca_pem, ca_key)
         .map_err(|e| TlsError::Ca(format!("certificate: {e}")))?;
     let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)?;
+    // Only what a server needs: DNS and IP names, and a subject rebuilt from the first of
+    // them, so a request cannot carry a role (O=os:admin) into a certificate the CA signs.
+    csr.params
+        .subject_alt_names
+        .retain(|s| matches!(s, SanType::DnsName(_) | SanType::IpAddress(_)));
+    let cn = match csr.params.subject_alt_names.first() {
+        Some(SanType::DnsName(n)) => n.as_str().to_string(),
+        Some(SanType::IpAddress(ip)) => ip.to_string(),
+        _ => String::new(),
+    };
+    csr.params.distinguished_name = rcgen::DistinguishedName::new();
+    csr.params.distinguished_name.push(DnType::CommonName, cn);
     csr.params.is_ca = rcgen::IsCa::NoCa;
     csr.params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     csr.params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
@@ -179,5 +191,40 @@ impl TlsSwitch {
 
     pub fn set(&self, config: Arc<rustls::ServerConfig>) {
         *self.current.write().expect("tls lock") = config;
+    }
+}
+
+#[cfg(test)]
+mod signing_tests {
+    use super::*;
+
+    #[test]
+    fn a_signed_server_certificate_keeps_no_requested_role() {
+        let mut ca_params = CertificateParams::default();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_key = KeyPair::generate().unwrap();
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let mut params = server_params(&["node-2".into(), "10.5.0.3".into()]).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "os:admin");
+        params.distinguished_name.push(DnType::CommonName, "admin");
+        params
+            .subject_alt_names
+            .push(SanType::Rfc822Name("a@b".try_into().unwrap()));
+        let csr = params.serialize_request(&key).unwrap().pem().unwrap();
+        let crt = sign_server_csr(&ca.pem(), &ca_key.serialize_pem(), &csr).unwrap();
+        let der = pem_cert(&crt, "certificate").unwrap();
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let subject = cert.subject();
+        assert_eq!(subject.iter_organization().count(), 0, "{subject}");
+        let cns: Vec<_> = subject
+            .iter_common_name()
+            .map(|c| c.as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(cns, ["node-2"]);
+        let sans = cert.subject_alternative_name().unwrap().unwrap();
+        assert_eq!(sans.value.general_names.len(), 2);
     }
 }

@@ -374,3 +374,51 @@ async fn platform_config_is_accepted_at_boot() {
     );
     assert!(node.state_config().unwrap().contains("from-platform"));
 }
+
+/// The probe that made machined unresponsive: deeply nested YAML sent as a config in
+/// maintenance mode (no credentials needed), several at once, with other calls in between.
+#[tokio::test]
+async fn deeply_nested_configs_are_refused_while_the_api_keeps_answering() {
+    let node = Node::start(&[]);
+    let deep = "[".repeat(200_000).into_bytes();
+    let mut applies = Vec::new();
+    for _ in 0..3 {
+        let mut c = node.insecure().await;
+        let data = deep.clone();
+        applies.push(tokio::spawn(async move {
+            c.apply_configuration(ApplyConfigurationRequest {
+                data,
+                ..Default::default()
+            })
+            .await
+        }));
+    }
+    // A generous bound: a stalled machined fails the test instead of hanging it.
+    let mut c = node.insecure().await;
+    let version = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        c.version(VersionRequest {}),
+    )
+    .await
+    .expect("machined did not answer Version while parsing the configs")
+    .unwrap()
+    .into_inner();
+    assert_eq!(version.mode, "maintenance");
+    for a in applies {
+        let reply = tokio::time::timeout(std::time::Duration::from_secs(20), a)
+            .await
+            .expect("the apply did not finish")
+            .unwrap()
+            .unwrap()
+            .into_inner();
+        assert!(!reply.accepted);
+        assert!(
+            reply
+                .validation_errors
+                .iter()
+                .any(|e| e.contains("nests deeper than 128 levels")),
+            "{:?}",
+            reply.validation_errors
+        );
+    }
+}

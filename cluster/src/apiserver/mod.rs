@@ -6,11 +6,13 @@
 
 pub mod auth;
 pub mod authz;
+pub mod connections;
 mod defaults;
 pub mod discovery;
 mod fsutil;
 mod handlers;
 mod http;
+mod impersonation;
 mod ipalloc;
 pub mod kubeconfig;
 pub mod managed_fields;
@@ -21,6 +23,7 @@ mod openapi_v3;
 mod patch;
 pub mod pki;
 mod protobuf;
+mod query_options;
 pub mod registry;
 mod request;
 mod reviews;
@@ -57,6 +60,8 @@ pub struct Options {
     pub service_cidr: Ipv4Net,
     /// Extra names and addresses for the serving certificate.
     pub tls_sans: Vec<String>,
+    /// Timeouts and the cap on connections that have not sent a request yet.
+    pub connections: connections::ConnectionLimits,
 }
 
 /// The shared state of the server.
@@ -199,7 +204,13 @@ pub async fn start(opts: Options, store: Arc<dyn Store>) -> Result<Running> {
     atomic_write(&kubeconfig, text.as_bytes(), 0o600)
         .with_context(|| format!("writing {}", kubeconfig.display()))?;
 
-    let task = tokio::spawn(server::serve(listener, Arc::new(tls), client_verifier, api));
+    let task = tokio::spawn(server::serve(
+        listener,
+        Arc::new(tls),
+        client_verifier,
+        api,
+        opts.connections,
+    ));
     tracing::info!(
         "API server listening on https://{addr}; admin kubeconfig at {}",
         kubeconfig.display()

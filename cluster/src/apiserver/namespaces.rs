@@ -16,6 +16,19 @@ use super::storage;
 pub const SYSTEM_NAMESPACES: &[&str] =
     &["default", "kube-system", "kube-public", "kube-node-lease"];
 
+/// Upstream's NamespaceLifecycle admission refuses to delete the system namespaces: the
+/// control plane's own objects (leader Leases, the `kubernetes` Service) live there.
+pub fn check_deletable(name: &str) -> ApiResult<()> {
+    if SYSTEM_NAMESPACES.contains(&name) {
+        let mut e = ApiError::forbidden(format!(
+            "namespace \"{name}\" is forbidden: this namespace may not be deleted"
+        ));
+        e.details = Some(json!({"name": name, "kind": "namespaces"}));
+        return Err(e);
+    }
+    Ok(())
+}
+
 fn namespaces() -> &'static registry::ResourceDef {
     registry::lookup("", "v1", "namespaces").expect("namespaces are served")
 }

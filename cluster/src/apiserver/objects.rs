@@ -56,6 +56,9 @@ pub fn normalize(kind: &str, v: Value) -> Result<Value, String> {
 pub fn parse_body(content_type: &str, body: &[u8]) -> ApiResult<Value> {
     let ct = content_type.split(';').next().unwrap_or("").trim();
     let v: Value = if ct.ends_with("yaml") {
+        // Checked first: libyaml's time grows with the square of the nesting depth.
+        ros_config::yaml_depth::check(body, ros_config::yaml_depth::MAX_DEPTH)
+            .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
         serde_yaml_ng::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?
     } else if ct == "application/vnd.kubernetes.protobuf" {
@@ -72,6 +75,27 @@ pub fn parse_body(content_type: &str, body: &[u8]) -> ApiResult<Value> {
         return Err(ApiError::bad_request("the request body must be an object"));
     }
     Ok(v)
+}
+
+/// Turns a YAML request body into JSON (`application/yaml` → `application/json`,
+/// `application/apply-patch+yaml` → `application/apply-patch+json`) once, on a blocking
+/// thread, so a slow document cannot stall the server's other requests and later steps
+/// parse cheap JSON. Other bodies are returned unchanged.
+pub async fn yaml_body_to_json(
+    content_type: String,
+    body: bytes::Bytes,
+) -> ApiResult<(String, bytes::Bytes)> {
+    let media = content_type.split(';').next().unwrap_or("").trim();
+    let Some(prefix) = media.strip_suffix("yaml") else {
+        return Ok((content_type, body));
+    };
+    let json_type = format!("{prefix}json");
+    let ct = content_type.clone();
+    let v = tokio::task::spawn_blocking(move || parse_body(&ct, &body))
+        .await
+        .map_err(|e| ApiError::internal(format!("decoding the YAML body: {e}")))??;
+    let json = serde_json::to_vec(&v).expect("JSON values serialize");
+    Ok((json_type, json.into()))
 }
 
 /// The fields of `input` that `normalized` (the typed round trip) dropped: fields the kind

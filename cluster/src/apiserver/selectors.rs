@@ -195,6 +195,21 @@ impl FieldSelector {
         self.0.is_empty()
     }
 
+    /// Upstream serves field selectors only on the fields each kind indexes; any other is a
+    /// 400, not an empty list.
+    pub fn check_supported(&self, kind: &str) -> ApiResult<()> {
+        match self
+            .0
+            .iter()
+            .find(|(f, _, _)| !field_label_supported(kind, f))
+        {
+            Some((f, _, _)) => Err(ApiError::bad_request(format!(
+                "field label not supported: {f}"
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// The exact `metadata.name` the selector asks for, if any (to read one key, not a range).
     pub fn exact_name(&self) -> Option<&str> {
         self.0
@@ -217,6 +232,47 @@ impl FieldSelector {
             (have == *want) == *eq
         })
     }
+}
+
+/// The field labels upstream's registry accepts for `kind` (besides metadata.name/namespace).
+fn field_label_supported(kind: &str, field: &str) -> bool {
+    if matches!(field, "metadata.name" | "metadata.namespace") {
+        return true;
+    }
+    let extra: &[&str] = match kind {
+        "Pod" => &[
+            "spec.nodeName",
+            "spec.restartPolicy",
+            "spec.schedulerName",
+            "spec.serviceAccountName",
+            "spec.hostNetwork",
+            "status.phase",
+            "status.podIP",
+            "status.podIPs",
+            "status.nominatedNodeName",
+        ],
+        "Event" => &[
+            "involvedObject.kind",
+            "involvedObject.namespace",
+            "involvedObject.name",
+            "involvedObject.uid",
+            "involvedObject.apiVersion",
+            "involvedObject.resourceVersion",
+            "involvedObject.fieldPath",
+            "reason",
+            "reportingComponent",
+            "source",
+            "type",
+        ],
+        "Secret" => &["type"],
+        "Node" => &["spec.unschedulable"],
+        "Namespace" => &["status.phase"],
+        "ReplicaSet" | "ReplicationController" => &["status.replicas"],
+        "Job" => &["status.successful"],
+        "Service" => &["spec.clusterIP", "spec.type"],
+        _ => &[],
+    };
+    extra.contains(&field)
 }
 
 #[cfg(test)]
@@ -288,5 +344,12 @@ mod tests {
             Some("x")
         );
         assert!(FieldSelector::parse("nonsense").is_err());
+        let sel = FieldSelector::parse("spec.nodeName=n1,metadata.name=a").unwrap();
+        assert!(sel.check_supported("Pod").is_ok());
+        let err = sel.check_supported("ConfigMap").unwrap_err();
+        assert_eq!(
+            (err.code, err.message.as_str()),
+            (400, "field label not supported: spec.nodeName")
+        );
     }
 }

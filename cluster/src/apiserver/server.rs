@@ -10,11 +10,13 @@ use http::{Method, Request, Response, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 use super::auth::{self, Attributes, PeerIdentity};
+use super::connections::{ConnectionLimits, PendingSlot, PrefaceDeadline};
 use super::handlers::{self, Call};
 use super::http::{self as h, Body};
 use super::request::{self, Query, Target};
@@ -30,9 +32,15 @@ pub async fn serve(
     tls: Arc<rustls::ServerConfig>,
     verifier: Arc<ClientVerifier>,
     api: Arc<ApiServer>,
+    limits: ConnectionLimits,
 ) {
     let acceptor = TlsAcceptor::from(tls);
+    let pending = Arc::new(Semaphore::new(limits.max_pending.max(1)));
     loop {
+        // A slot first: with every slot taken, new clients wait in the kernel's backlog.
+        let Ok(permit) = pending.clone().acquire_owned().await else {
+            return;
+        };
         let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
@@ -41,19 +49,24 @@ pub async fn serve(
                 continue;
             }
         };
+        let slot = PendingSlot::new(permit);
         let acceptor = acceptor.clone();
         let api = api.clone();
         let verifier = verifier.clone();
         tokio::spawn(async move {
-            let tls =
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        tracing::debug!("TLS handshake with {peer}: {e}");
-                        return;
-                    }
-                    Err(_) => return,
-                };
+            let tls = match tokio::time::timeout(limits.handshake_timeout(), acceptor.accept(tcp))
+                .await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!("TLS handshake with {peer}: {e}");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!("TLS handshake with {peer}: timed out");
+                    return;
+                }
+            };
             let user = match tls.get_ref().1.peer_certificates() {
                 None | Some([]) => PeerIdentity::None,
                 Some(chain) if verifier.chains_to_ca(chain) => {
@@ -64,17 +77,31 @@ pub async fn serve(
                 }
                 Some(_) => PeerIdentity::Invalid,
             };
+            let first_request = slot.clone();
             let service = service_fn(move |req| {
+                first_request.release();
                 let api = api.clone();
                 let user = user.clone();
                 async move { Ok::<_, Infallible>(handle(api, user, req).await) }
             });
-            if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection_with_upgrades(TokioIo::new(tls), service)
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout);
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .keep_alive_interval(limits.header_timeout)
+                .keep_alive_timeout(limits.header_timeout.min(Duration::from_secs(20)));
+            let io = PrefaceDeadline::new(tls, limits.header_timeout);
+            if let Err(e) = builder
+                .serve_connection_with_upgrades(TokioIo::new(io), service)
                 .await
             {
                 tracing::debug!("connection from {peer}: {e}");
             }
+            slot.release();
         });
     }
 }
@@ -100,6 +127,13 @@ fn header_str(req: &Request<Incoming>, name: header::HeaderName) -> String {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string()
+}
+
+/// The token of an `Authorization: Bearer <token>` header (the scheme is case-insensitive).
+fn bearer_token(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 fn verb(method: &Method, named: bool, watch: bool) -> &'static str {
@@ -145,10 +179,9 @@ async fn route(
     let user = match user {
         PeerIdentity::User(u) => Some(u),
         PeerIdentity::Invalid => return Err(ApiError::unauthorized()),
-        PeerIdentity::None => match header_str(&req, header::AUTHORIZATION).strip_prefix("Bearer ")
-        {
+        PeerIdentity::None => match bearer_token(&header_str(&req, header::AUTHORIZATION)) {
             Some(token) => Some(
-                api.authenticate_token(token.trim())
+                api.authenticate_token(token)
                     .await
                     .ok_or_else(ApiError::unauthorized)?,
             ),
@@ -157,10 +190,18 @@ async fn route(
     };
     let Some(user) = user else {
         if auth::is_public_path(&path) {
+            // Anonymous users may only read these (upstream's system:public-info-viewer).
+            if method != Method::GET && method != Method::HEAD {
+                return Err(ApiError::forbidden(format!(
+                    "forbidden: User \"system:anonymous\" cannot {} path \"{path}\"",
+                    method.as_str().to_lowercase()
+                )));
+            }
             return simple(request::parse_path(&path)?, &accept);
         }
         return Err(ApiError::unauthorized());
     };
+    let user = super::impersonation::apply(&api, user, req.headers()).await?;
     let target = request::parse_path(&path)?;
     if matches!(
         target,
@@ -178,6 +219,7 @@ async fn route(
             .await
             .map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?
             .to_bytes();
+        let (content_type, body) = super::objects::yaml_body_to_json(content_type, body).await?;
         let review = super::objects::parse_body(&content_type, &body)?;
         return Ok(h::json(
             201,
@@ -220,6 +262,7 @@ async fn route(
             )));
         }
     };
+    let (content_type, body) = super::objects::yaml_body_to_json(content_type, body).await?;
     if matches!(attrs.verb, "create" | "update" | "patch") {
         authz::admit(&api, &user, &attrs, &content_type, &body).await?;
     }
@@ -273,4 +316,19 @@ fn simple(target: Target, accept: &str) -> ApiResult<Response<Body>> {
             return Err(ApiError::internal("resource requests are routed elsewhere"));
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_token;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bearer abc "), Some("abc"));
+        assert_eq!(bearer_token("BEARER  abc"), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearer"), None);
+        assert_eq!(bearer_token(""), None);
+    }
 }

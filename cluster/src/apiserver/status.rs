@@ -46,6 +46,13 @@ impl Cause {
             message: format!("Duplicate value: {}", short_value(value)),
         }
     }
+    pub fn too_long(field: impl Into<String>, max_bytes: usize) -> Self {
+        Cause {
+            reason: "FieldValueTooLong",
+            field: field.into(),
+            message: format!("Too long: must have at most {max_bytes} bytes"),
+        }
+    }
     pub fn forbidden(field: impl Into<String>, detail: &str) -> Self {
         Cause {
             reason: "FieldValueForbidden",
@@ -219,6 +226,17 @@ impl ApiError {
     }
     pub fn timeout(message: impl Into<String>) -> Self {
         Self::new(504, "Timeout", message)
+    }
+    /// A resourceVersion the store has not reached (upstream's ResourceVersionTooLarge).
+    pub fn too_large_resource_version(rev: i64, current: i64) -> Self {
+        let mut e = Self::timeout(format!(
+            "Too large resource version: {rev}, current: {current}"
+        ));
+        e.details = Some(json!({
+            "causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
+            "retryAfterSeconds": 1,
+        }));
+        e
     }
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(503, "ServiceUnavailable", message)

@@ -276,6 +276,40 @@ fn immutable(
 }
 
 /// Every problem with `obj` (a `def` object), given the stored `old` one on updates.
+/// The most a ConfigMap's or Secret's values may hold together (upstream's MaxSecretSize).
+const MAX_DATA_SIZE: usize = 1024 * 1024;
+
+/// The bytes of a ConfigMap's or Secret's values: `data` as text (a ConfigMap) or decoded
+/// base64 (a Secret), `binaryData` decoded, `stringData` as text.
+fn data_size(kind: &str, obj: &Value) -> usize {
+    let values = |field: &str| -> Vec<&str> {
+        obj[field]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(_, v)| v.as_str())
+            .collect()
+    };
+    // Base64 holds 3 bytes in every 4 characters, less the padding.
+    let decoded = |b64: &str| {
+        let padding = b64.bytes().rev().take_while(|&b| b == b'=').count();
+        (b64.len() / 4 * 3).saturating_sub(padding)
+    };
+    let data: usize = values("data")
+        .into_iter()
+        .map(|v| {
+            if kind == "Secret" {
+                decoded(v)
+            } else {
+                v.len()
+            }
+        })
+        .sum();
+    let binary: usize = values("binaryData").into_iter().map(decoded).sum();
+    let string: usize = values("stringData").into_iter().map(str::len).sum();
+    data + binary + string
+}
+
 pub fn validate(def: &ResourceDef, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
     let mut causes = Vec::new();
     metadata(def, obj, &mut causes);
@@ -357,6 +391,11 @@ pub fn validate(def: &ResourceDef, obj: &Value, old: Option<&Value>) -> Vec<Caus
             }
             if def.kind == "Secret" {
                 immutable(obj, old, &["type"], "type", &mut causes);
+            }
+            if data_size(def.kind, obj) > MAX_DATA_SIZE {
+                // Upstream names `data` for a Secret and no field for a ConfigMap.
+                let field = if def.kind == "Secret" { "data" } else { "" };
+                causes.push(Cause::too_long(field, MAX_DATA_SIZE));
             }
         }
         "Ingress" => {

@@ -57,6 +57,7 @@ async fn start(label: &'static str, store: Arc<dyn Store>, dir: &std::path::Path
         listen: "127.0.0.1:0".parse().expect("an address"),
         service_cidr: "10.96.0.0/12".parse().expect("a CIDR"),
         tls_sans: vec![],
+        connections: Default::default(),
     };
     let server = apiserver::start(opts, store)
         .await

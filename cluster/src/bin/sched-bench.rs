@@ -81,6 +81,7 @@ async fn start_server(dir: &std::path::Path) -> Result<Client> {
         listen: "127.0.0.1:0".parse()?,
         service_cidr: "10.96.0.0/12".parse()?,
         tls_sans: Vec::new(),
+        connections: Default::default(),
     };
     let running = cluster::apiserver::start(opts, Arc::new(store)).await?;
     let client = cluster::controllers::manager::client_from_kubeconfig(&running.kubeconfig).await?;

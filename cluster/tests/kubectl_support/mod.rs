@@ -28,6 +28,24 @@ impl Server {
         Server::start_in(tempfile::tempdir().unwrap(), &["--disable-controllers"])
     }
 
+    /// A server without controllers, started with extra `cluster server` flags.
+    pub fn start_with_args(extra: &[&str]) -> Server {
+        let mut args = vec!["--disable-controllers"];
+        args.extend_from_slice(extra);
+        Server::start_in(tempfile::tempdir().unwrap(), &args)
+    }
+
+    /// Like [`Server::restart`], keeping the given extra flags.
+    pub fn restart_with_args(self, extra: &[&str]) -> Server {
+        let mut old = self;
+        let _ = old.child.kill();
+        let _ = old.child.wait();
+        let _ = std::fs::remove_file(&old.kubeconfig);
+        let dir = std::mem::replace(&mut old.dir, tempfile::tempdir().unwrap());
+        drop(old);
+        Server::start_in(dir, extra)
+    }
+
     fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Server {
         assert!(
             std::env::var_os("PATH")

@@ -34,13 +34,8 @@ pub async fn check(
                 None => serde_json::json!({}),
             };
             let kind = PatchKind::from_content_type(content_type)?;
-            let body = if kind == PatchKind::Apply {
-                serde_json::to_vec(&objects::parse_body("application/yaml", body)?)
-                    .expect("JSON values serialize")
-            } else {
-                body.to_vec()
-            };
-            patch::apply(kind, def.kind, &current, &body)?
+            // Apply bodies arrive here as JSON (see objects::yaml_body_to_json).
+            patch::apply(kind, def.kind, &current, body)?
         }
         _ => return Ok(()),
     };

@@ -121,6 +121,9 @@ pub async fn dispatch(call: Call, method: &Method) -> ApiResult<Response<Body>> 
             call.def.plural
         )));
     }
+    if *method != Method::GET || call.name.is_none() {
+        super::query_options::check(method, &call.query)?;
+    }
     let watch = call.query.flag("watch");
     match (
         method.clone(),

@@ -35,9 +35,11 @@ pub struct Filter {
 
 impl Filter {
     pub fn from_call(call: &Call) -> ApiResult<Self> {
+        let fields = FieldSelector::parse(call.query.get("fieldSelector").unwrap_or(""))?;
+        fields.check_supported(call.def.kind)?;
         Ok(Filter {
             labels: LabelSelector::parse(call.query.get("labelSelector").unwrap_or(""))?,
-            fields: FieldSelector::parse(call.query.get("fieldSelector").unwrap_or(""))?,
+            fields,
         })
     }
     pub fn matches(&self, obj: &Value) -> bool {
@@ -75,14 +77,25 @@ async fn list_revision(call: &Call) -> ApiResult<Option<i64>> {
     match call.query.get("resourceVersionMatch") {
         Some("Exact") => Ok(Some(rev)),
         _ => {
-            let current = call.api.store.current_revision().await?;
-            if rev > current {
-                return Err(ApiError::timeout(format!(
-                    "Too large resource version: {rev}, current: {current}"
-                )));
-            }
+            wait_for_revision(&call.api, rev).await?;
             Ok(None)
         }
+    }
+}
+
+/// Like upstream's watch cache: a resourceVersion newer than the store's gets up to 3 s to
+/// arrive, then the answer is 504 with cause ResourceVersionTooLarge.
+pub async fn wait_for_revision(api: &crate::apiserver::ApiServer, rev: i64) -> ApiResult<()> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        let current = api.store.current_revision().await?;
+        if rev <= current {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ApiError::too_large_resource_version(rev, current));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
 

@@ -108,6 +108,9 @@ pub async fn watch(call: Call) -> ApiResult<Response<Body>> {
         .get("resourceVersion")
         .map(storage::parse_rv)
         .transpose()?;
+    if let Some(r) = rv.filter(|r| *r > 0) {
+        super::read::wait_for_revision(&call.api, r).await?;
+    }
     let enc = Encoder {
         table: call.wants_table().then(|| json!({})),
         metadata_only: call.wants_metadata(),

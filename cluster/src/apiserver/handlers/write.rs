@@ -407,7 +407,8 @@ pub async fn patch(call: &Call) -> ApiResult<Response<Body>> {
     let api_version = call.def.api_version();
     let w = writer(call, &api_version);
     if kind == patch::PatchKind::Apply {
-        let applied = objects::parse_body("application/yaml", &call.body)?;
+        // Apply bodies arrive here as JSON (see objects::yaml_body_to_json).
+        let applied = objects::parse_body("application/json", &call.body)?;
         if call.query.get("fieldManager").is_none() {
             return Err(ApiError::bad_request(
                 "PATCH with application/apply-patch+yaml requires the fieldManager query parameter",
@@ -510,6 +511,9 @@ pub async fn delete_one(
     key: &str,
     opts: &DeleteOptions,
 ) -> ApiResult<Value> {
+    if def.kind == "Namespace" {
+        crate::apiserver::namespaces::check_deletable(key.rsplit('/').next().unwrap_or(""))?;
+    }
     for _ in 0..10 {
         let kv = api.store.get(key, None).await?.ok_or_else(|| {
             ApiError::not_found(def.group, def.plural, key.rsplit('/').next().unwrap_or(""))
@@ -660,13 +664,19 @@ pub async fn delete_collection(call: &Call) -> ApiResult<Response<Body>> {
     let filter = Filter::from_call(call)?;
     let (items, _, _) = list_objects(call, &filter).await?;
     let mut deleted = Vec::new();
+    // As upstream, a refused item (a system namespace) does not stop the others.
+    let mut refused = None;
     for item in items {
         let key = storage::key(call.def, meta_str(&item, "namespace"), objects::name(&item));
         match delete_one(&call.api, call.def, &key, &opts).await {
             Ok(obj) => deleted.push(obj),
             Err(e) if e.code == 404 => {}
+            Err(e) if e.code == 403 => refused = refused.or(Some(e)),
             Err(e) => return Err(e),
         }
+    }
+    if let Some(e) = refused {
+        return Err(e);
     }
     let rev = call.api.store.current_revision().await?;
     ok(
