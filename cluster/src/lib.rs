@@ -6,6 +6,8 @@ pub mod bench;
 pub mod controllers;
 pub mod dns;
 pub mod leader;
+pub mod node_labels;
 pub mod proxy;
 pub mod scheduler;
 pub mod store;
+pub mod version;
