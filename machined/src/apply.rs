@@ -20,6 +20,8 @@ const LIVE_PATHS: &[&str] = &[
     "machine.nodeTaints",
     "machine.logging",
     "machine.registries",
+    // The cluster role restarts the control plane's agent, which drops or adds the taint.
+    "cluster.allowSchedulingOnControlPlanes",
 ];
 
 pub const DEFAULT_TRY_TIMEOUT: Duration = Duration::from_secs(60);
