@@ -28,6 +28,34 @@ pub enum PkiError {
     BadSan(String),
     #[error("certificate generation failed: {0}")]
     Generate(rcgen::Error),
+    #[error("organizations {0:?}: a certificate here carries at most two (groups)")]
+    TooManyOrganizations(Vec<String>),
+}
+
+/// The attribute type of a second `O=`: rcgen keeps one value per type, so it goes in under
+/// the same OID (id-at-organizationName) as a custom type. Kubernetes reads every `O=` as a
+/// group; a node identity of a control plane needs two.
+const ORGANIZATION_OID: [u64; 4] = [2, 5, 4, 10];
+
+/// Adds one `O=` attribute per organization (at most two) to `dn`.
+pub fn push_organizations(
+    dn: &mut rcgen::DistinguishedName,
+    organizations: &[&str],
+) -> Result<(), PkiError> {
+    if organizations.len() > 2 {
+        return Err(PkiError::TooManyOrganizations(
+            organizations.iter().map(|o| o.to_string()).collect(),
+        ));
+    }
+    for (i, o) in organizations.iter().enumerate() {
+        let ty = if i == 0 {
+            DnType::OrganizationName
+        } else {
+            DnType::CustomDnType(ORGANIZATION_OID.to_vec())
+        };
+        dn.push(ty, o.to_string());
+    }
+    Ok(())
 }
 
 // Not `#[from]`: that would also make it the `source`, and the message already includes it.
@@ -118,11 +146,7 @@ pub fn issue(
         LEAF_VALIDITY_DAYS
     };
     let mut params = base_params(req.common_name, None, days);
-    for o in req.organizations {
-        params
-            .distinguished_name
-            .push(DnType::OrganizationName, o.to_string());
-    }
+    push_organizations(&mut params.distinguished_name, req.organizations)?;
     params.subject_alt_names = req.sans.iter().map(|s| san(s)).collect::<Result<_, _>>()?;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = match usage {

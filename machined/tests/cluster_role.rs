@@ -2,7 +2,9 @@
 //! target directory) on a free 127.0.0.1 port: bootstrap once, the health-checked
 //! cluster-server service, the admin kubeconfig used by the real kubectl, `rosctl kubeconfig
 //! --merge`, `rosctl health` (OK, then FAIL once the server is stopped), the server back after
-//! a reboot without a new bootstrap, and bootstrap refused on a worker.
+//! a reboot without a new bootstrap, and bootstrap refused on a worker; a bootstrapped control
+//! plane is a Node too (containerd and its agent: ROLES control-plane, the NoSchedule taint,
+//! gone once `allowSchedulingOnControlPlanes` is applied).
 
 mod common;
 
@@ -184,6 +186,8 @@ async fn control_plane_bootstrap_kubeconfig_health_and_reboot() {
             cluster.to_str().unwrap(),
             "--cluster-listen",
             &format!("127.0.0.1:{port}"),
+            // Its agent (every control plane runs one): any free kubelet port.
+            "--agent-arg=--kubelet-port=0",
         ],
     );
     let work = tempfile::tempdir().unwrap();
@@ -505,6 +509,7 @@ async fn a_worker_joins_and_its_node_turns_ready() {
             cluster.to_str().unwrap(),
             "--cluster-listen",
             &format!("127.0.0.1:{port}"),
+            "--agent-arg=--kubelet-port=0",
         ],
     );
     let mut admin = wait_for("the control plane", Duration::from_secs(20), || async {
@@ -589,4 +594,149 @@ async fn a_worker_joins_and_its_node_turns_ready() {
     assert_eq!(agent.state, "running");
     drop(worker);
     drop(cp);
+}
+
+/// kubectl with `kubeconfig`; stdout of a command that must succeed.
+fn kubectl_ok(kubeconfig: &Path, args: &[&str]) -> String {
+    let o = Command::new("/usr/bin/kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "kubectl {args:?}: {}", text(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A bootstrapped control plane also runs containerd and its agent, whose Node carries the
+/// control-plane role (ROLES in kubectl) and NoSchedule taint; applying
+/// `allowSchedulingOnControlPlanes` restarts the agent without the taint, which it removes.
+#[tokio::test]
+async fn a_bootstrapped_control_plane_is_a_tainted_node_with_its_role() {
+    need("/usr/bin/kubectl", "kubectl");
+    need("/usr/bin/containerd", "containerd");
+    need("/usr/bin/containerd-shim-runc-v2", "containerd");
+    let cluster = workspace_bin("cluster");
+    let port = free_port();
+    let pki = Pki::generate_for(&format!("https://127.0.0.1:{port}"));
+    let dir = tempfile::Builder::new()
+        .prefix("cp")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let cp_cfg = write(dir.path(), "cp.yaml", &pki.controlplane);
+    let node = Node::start_in(
+        dir,
+        &[
+            "--config",
+            cp_cfg.to_str().unwrap(),
+            "--cluster-bin",
+            cluster.to_str().unwrap(),
+            "--cluster-listen",
+            &format!("127.0.0.1:{port}"),
+            "--agent-arg=--kubelet-port=0",
+        ],
+    );
+    let mut admin = wait_for("the control plane", Duration::from_secs(20), || async {
+        ros_api::client::connect(&node.addr, &pki.creds("os:admin"))
+            .await
+            .map_err(|e| format!("{e:#}"))
+    })
+    .await;
+    // Not bootstrapped: no server, so no agent (it would have nothing to talk to).
+    wait_for("the platform config", Duration::from_secs(20), || {
+        let mut c = admin.clone();
+        async move {
+            let v = c
+                .version(VersionRequest {})
+                .await
+                .map_err(|e| e.to_string())?;
+            (v.into_inner().mode == "configured")
+                .then_some(())
+                .ok_or_else(|| "maintenance".to_string())
+        }
+    })
+    .await;
+    assert!(service(&node, &pki, "cluster-agent").await.is_none());
+    assert!(service(&node, &pki, "containerd").await.is_none());
+    admin
+        .bootstrap(BootstrapRequest {})
+        .await
+        .expect("bootstrap");
+    wait_healthy(&node, &pki).await;
+    let agent = wait_for("cluster-agent defined", Duration::from_secs(30), || async {
+        service(&node, &pki, "cluster-agent")
+            .await
+            .ok_or("not yet".to_string())
+    })
+    .await;
+    assert_eq!(agent.depends_on, ["containerd", "cluster-server"]);
+    // Its own node identity, marked as a control plane's (the trust port never signs that).
+    let crt = std::fs::read_to_string(node.path("node/ephemeral/lib/ros/agent/node.crt")).unwrap();
+    let (cn, orgs) = machined::cluster::kubeconfig::subject(&crt).unwrap();
+    assert_eq!(cn, "system:node:test-node");
+    assert_eq!(orgs, ["system:nodes", "ros:control-plane-nodes"]);
+
+    let kc = admin
+        .kubeconfig(KubeconfigRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .kubeconfig;
+    let work = tempfile::tempdir().unwrap();
+    let kc_path = work.path().join("admin.kubeconfig");
+    std::fs::write(&kc_path, &kc).unwrap();
+    let row = wait_for("node test-node Ready", Duration::from_secs(120), || async {
+        let o = Command::new("/usr/bin/kubectl")
+            .arg("--kubeconfig")
+            .arg(&kc_path)
+            .args(["get", "nodes", "--no-headers"])
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout).to_string();
+        match out.lines().find(|l| l.starts_with("test-node ")) {
+            Some(l) if l.split_whitespace().nth(1) == Some("Ready") => Ok(l.to_string()),
+            _ => {
+                let agent = service(&node, &pki, "cluster-agent").await;
+                Err(format!("{}\nagent: {agent:?}", text(&o)))
+            }
+        }
+    })
+    .await;
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells[2], "control-plane", "{row}");
+    let version: serde_json::Value =
+        serde_json::from_str(&kubectl_ok(&kc_path, &["get", "--raw", "/version"])).unwrap();
+    assert_eq!(cells[4], version["gitVersion"], "{row}");
+    let taints = |kc: &Path| {
+        kubectl_ok(
+            kc,
+            &["get", "node", "test-node", "-o", "jsonpath={.spec.taints}"],
+        )
+    };
+    let t: serde_json::Value = serde_json::from_str(&taints(&kc_path)).unwrap();
+    assert_eq!(
+        t,
+        serde_json::json!([{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}])
+    );
+
+    // Scheduling allowed: a new agent spec; the taint goes, the role stays.
+    let open = pki.config_with(|d| d["cluster"]["allowSchedulingOnControlPlanes"] = true.into());
+    admin
+        .apply_configuration(ApplyConfigurationRequest {
+            data: open.into_bytes(),
+            mode: ApplyMode::NoReboot as i32,
+            ..Default::default()
+        })
+        .await
+        .expect("apply allowSchedulingOnControlPlanes");
+    wait_for("the taint removed", Duration::from_secs(90), || async {
+        let t = taints(&kc_path);
+        if t.is_empty() { Ok(()) } else { Err(t) }
+    })
+    .await;
+    let labels = kubectl_ok(&kc_path, &["get", "node", "test-node", "--show-labels"]);
+    assert!(
+        labels.contains("node-role.kubernetes.io/control-plane="),
+        "{labels}"
+    );
 }

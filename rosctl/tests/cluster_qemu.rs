@@ -1,6 +1,7 @@
 //! `rosctl cluster create | show | destroy` with real QEMU VMs (TCG on CI) on a bridge in a
-//! network namespace, and Kubernetes on them: a Deployment of an HTTP server behind a
-//! ClusterIP Service, reached from another pod. Needs root (network namespaces, taps),
+//! network namespace, and Kubernetes on them: both machines are Nodes (the control plane
+//! with its role and NoSchedule taint), a Deployment of an HTTP server behind a ClusterIP
+//! Service, reached from another pod. Needs root (network namespaces, taps),
 //! qemu-system-x86, iproute2, kubectl, docker-registry and busybox-static; the image is the
 //! e2e suite's with the cluster role (built once per checkout, or `$ROS_E2E_CLUSTER_IMAGE`).
 //!
@@ -408,6 +409,66 @@ spec:
     command: [sleep, "3600"]
 "#;
 
+/// Both machines are Nodes, as in Talos and kubeadm: the control plane with ROLES
+/// control-plane and the NoSchedule taint, the worker with no role; and their kubelet
+/// version is the API server's.
+fn control_plane_is_a_tainted_node(
+    kube: &Kubectl,
+    cluster: &str,
+    worker: &str,
+    timeout: Duration,
+    context: &dyn Fn() -> String,
+) {
+    let cp = format!("{cluster}-controlplane-1");
+    let ready = kube.until(
+        "the control plane's Node Ready",
+        &[
+            "get",
+            "node",
+            &cp,
+            "-o",
+            r#"jsonpath={.status.conditions[?(@.type=="Ready")].status}"#,
+        ],
+        timeout,
+        |o| stdout(o) == "True",
+        context,
+    );
+    assert_eq!(stdout(&ready), "True");
+    let table = kube.ok(&["get", "nodes", "--no-headers"]);
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let row = |name: &str| {
+        rows.iter()
+            .find(|r| r[0] == name)
+            .unwrap_or_else(|| panic!("{name} not in kubectl get nodes:\n{table}"))
+            .clone()
+    };
+    assert_eq!(rows.len(), 2, "{table}");
+    assert_eq!(row(&cp)[2], "control-plane", "{table}");
+    assert_eq!(row(worker)[2], "<none>", "{table}");
+    let version: serde_json::Value =
+        serde_json::from_str(&kube.ok(&["get", "--raw", "/version"])).unwrap();
+    for name in [cp.as_str(), worker] {
+        assert_eq!(row(name)[4], version["gitVersion"], "{table}");
+    }
+    let taints = kube.ok(&[
+        "get",
+        "node",
+        &cp,
+        "-o",
+        "jsonpath={range .spec.taints[*]}{.key}:{.effect}{\"\\n\"}{end}",
+    ]);
+    assert!(
+        taints
+            .lines()
+            .any(|l| l == "node-role.kubernetes.io/control-plane:NoSchedule"),
+        "{taints}\n{}",
+        context()
+    );
+}
+
 fn serves_a_deployment_through_its_cluster_ip(
     kube: &Kubectl,
     cluster: &str,
@@ -442,6 +503,7 @@ fn serves_a_deployment_through_its_cluster_ip(
         "worker Ready after {:.0} s",
         started.elapsed().as_secs_f64()
     );
+    control_plane_is_a_tainted_node(kube, cluster, &worker, timeout, &context);
 
     let applied = kube.run(&["apply", "-f", "-"], Some(WEB));
     assert!(

@@ -50,9 +50,16 @@ pub struct Options {
     /// Directory for the agent's state and the containers' log files.
     #[arg(long, default_value = "/var/lib/ros-agent")]
     pub root_dir: PathBuf,
-    /// Node labels, key=value (repeatable).
+    /// Node labels, key=value (repeatable). As the kubelet's --node-labels, labels in the
+    /// kubernetes.io and k8s.io namespaces are refused unless the kubelet sets them itself.
     #[arg(long = "node-label", value_parser = parse_label)]
     pub labels: Vec<(String, String)>,
+    /// This node is a control plane: its Node gets the label
+    /// node-role.kubernetes.io/control-plane (the API server accepts it only from a control
+    /// plane's node identity), and the taint of that key is kept as --node-taint says (given:
+    /// added; not given: removed, so pods may be scheduled there).
+    #[arg(long)]
+    pub control_plane: bool,
     /// Node taints, key=value:Effect or key:Effect (repeatable); merged into the Node's.
     #[arg(long = "node-taint", value_parser = node::parse_taint)]
     pub taints: Vec<node::Taint>,
@@ -94,9 +101,21 @@ pub struct Options {
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
-    s.split_once('=')
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .ok_or_else(|| format!("--node-label {s:?}: expected key=value"))
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("--node-label {s:?}: expected key=value"))?;
+    if !crate::node_labels::node_may_set(k, false) {
+        return Err(format!(
+            "--node-label {s:?}: {k:?} is in a reserved namespace (kubernetes.io, k8s.io) and not \
+             one the node may set on itself{}",
+            if k == crate::node_labels::CONTROL_PLANE_LABEL {
+                "; use --control-plane"
+            } else {
+                ""
+            }
+        ));
+    }
+    Ok((k.to_string(), v.to_string()))
 }
 
 /// The address of the interface the default route would use; no packet is sent.
@@ -162,6 +181,7 @@ pub async fn run(opts: Options) -> Result<()> {
         port,
         labels: opts.labels.iter().cloned().collect::<BTreeMap<_, _>>(),
         taints: opts.taints.clone(),
+        control_plane: opts.control_plane,
         machine,
     };
     agent.register().await?;

@@ -10,6 +10,8 @@ use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
+use crate::node_labels::CONTROL_PLANE_LABEL;
+
 pub const LEASE_NAMESPACE: &str = "kube-node-lease";
 pub const LEASE_SECONDS: i32 = 40;
 pub const KUBELET_PORT: u16 = 10250;
@@ -76,6 +78,8 @@ pub struct NodeAgent {
     pub labels: BTreeMap<String, String>,
     /// Taints from the machine config (`--node-taint`), merged into the Node's own.
     pub taints: Vec<Taint>,
+    /// `--control-plane`: the role label, and the role's taint owned by `taints`.
+    pub control_plane: bool,
     pub machine: MachineInfo,
 }
 
@@ -139,11 +143,20 @@ impl Taint {
 }
 
 /// `existing` (the Node's `spec.taints`) with `ours` added: a taint with the same key and
-/// effect is replaced by ours (the machine config decides its value), every other one (the
-/// node-lifecycle controller's, an admin's) is kept. None when nothing changes.
-pub fn merge_taints(existing: &[Value], ours: &[Taint]) -> Option<Vec<Value>> {
+/// effect is replaced by ours (the machine config decides its value), a taint whose key is
+/// `owned` but which is not among ours is removed (the control-plane taint once scheduling
+/// is allowed there), every other one (the node-lifecycle controller's, an admin's) is kept.
+/// None when nothing changes.
+pub fn merge_taints(existing: &[Value], ours: &[Taint], owned: &[&str]) -> Option<Vec<Value>> {
     let mut merged: Vec<Value> = existing.to_vec();
-    let mut changed = false;
+    merged.retain(|e| {
+        let key = e["key"].as_str().unwrap_or("");
+        !owned.contains(&key)
+            || ours
+                .iter()
+                .any(|t| t.key == key && e["effect"] == t.effect.as_str())
+    });
+    let mut changed = merged.len() != existing.len();
     for t in ours {
         let want = t.to_json();
         match merged
@@ -168,9 +181,44 @@ pub fn merge_taints(existing: &[Value], ours: &[Taint]) -> Option<Vec<Value>> {
     changed.then_some(merged)
 }
 
+/// `existing` (the Node's labels) with `ours` set; others are kept. None when nothing changes.
+pub fn merge_labels(
+    existing: &serde_json::Map<String, Value>,
+    ours: &BTreeMap<String, String>,
+) -> Option<serde_json::Map<String, Value>> {
+    let mut merged = existing.clone();
+    let mut changed = false;
+    for (k, v) in ours {
+        if merged.get(k).and_then(Value::as_str) != Some(v.as_str()) {
+            merged.insert(k.clone(), json!(v));
+            changed = true;
+        }
+    }
+    changed.then_some(merged)
+}
+
 impl NodeAgent {
-    /// Creates the Node when it does not exist. An existing one is kept (its spec and
-    /// labels may have been changed by the cluster); only our taints are merged into it.
+    /// The labels this agent sets: `--node-label`s and, on a control plane, its role.
+    pub fn own_labels(&self) -> BTreeMap<String, String> {
+        let mut labels = self.labels.clone();
+        if self.control_plane {
+            labels.insert(CONTROL_PLANE_LABEL.into(), String::new());
+        }
+        labels
+    }
+
+    /// Taint keys this agent adds or removes as its flags say.
+    fn owned_taint_keys(&self) -> Vec<&'static str> {
+        if self.control_plane {
+            vec![CONTROL_PLANE_LABEL]
+        } else {
+            vec![]
+        }
+    }
+
+    /// Creates the Node when it does not exist. An existing one is kept (its spec and other
+    /// labels may have been changed by the cluster); only our labels and taints are merged
+    /// into it.
     pub async fn register(&self) -> Result<()> {
         let nodes: Api<Node> = Api::all(self.client.clone());
         if nodes
@@ -179,9 +227,9 @@ impl NodeAgent {
             .context("reading the Node")?
             .is_some()
         {
-            return self.merge_taints(&nodes).await;
+            return self.merge_into_existing(&nodes).await;
         }
-        let mut labels = self.labels.clone();
+        let mut labels = self.own_labels();
         labels.insert("kubernetes.io/hostname".into(), self.name.clone());
         labels.insert("kubernetes.io/os".into(), "linux".into());
         labels.insert(
@@ -198,17 +246,16 @@ impl NodeAgent {
         }))?;
         match nodes.create(&PostParams::default(), &node).await {
             Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 409 => self.merge_taints(&nodes).await,
+            Err(kube::Error::Api(s)) if s.code == 409 => self.merge_into_existing(&nodes).await,
             Err(e) => Err(e).context("creating the Node"),
         }
     }
 
-    /// Adds our taints to the existing Node, keeping the ones others set (a replace at the
-    /// read resourceVersion, retried on conflict).
-    async fn merge_taints(&self, nodes: &Api<Node>) -> Result<()> {
-        if self.taints.is_empty() {
-            return Ok(());
-        }
+    /// Sets our labels and taints on the existing Node, keeping the ones others set (a
+    /// replace at the read resourceVersion, retried on conflict).
+    async fn merge_into_existing(&self, nodes: &Api<Node>) -> Result<()> {
+        let labels = self.own_labels();
+        let owned = self.owned_taint_keys();
         for _ in 0..5 {
             let node = nodes.get(&self.name).await.context("reading the Node")?;
             let mut value = serde_json::to_value(&node)?;
@@ -216,10 +263,28 @@ impl NodeAgent {
                 .as_array()
                 .cloned()
                 .unwrap_or_default();
-            let Some(merged) = merge_taints(&existing, &self.taints) else {
+            let taints = merge_taints(&existing, &self.taints, &owned);
+            let old_labels = value["metadata"]["labels"]
+                .as_object()
+                .cloned()
+                .unwrap_or_default();
+            let new_labels = merge_labels(&old_labels, &labels);
+            if taints.is_none() && new_labels.is_none() {
                 return Ok(());
-            };
-            value["spec"]["taints"] = Value::Array(merged);
+            }
+            match taints {
+                // No taints left: no empty list either (as a Node registered without any).
+                Some(t) if t.is_empty() => {
+                    if let Some(spec) = value["spec"].as_object_mut() {
+                        spec.remove("taints");
+                    }
+                }
+                Some(t) => value["spec"]["taints"] = Value::Array(t),
+                None => {}
+            }
+            if let Some(l) = new_labels {
+                value["metadata"]["labels"] = Value::Object(l);
+            }
             let node: Node = serde_json::from_value(value)?;
             match nodes
                 .replace(&self.name, &PostParams::default(), &node)
@@ -227,10 +292,16 @@ impl NodeAgent {
             {
                 Ok(_) => return Ok(()),
                 Err(kube::Error::Api(s)) if s.code == 409 => continue,
-                Err(e) => return Err(e).context("adding the --node-taint taints to the Node"),
+                Err(e) => {
+                    return Err(e).context(
+                        "setting the --node-label labels and --node-taint taints on the Node",
+                    );
+                }
             }
         }
-        anyhow::bail!("adding the --node-taint taints to the Node: it kept changing (conflicts)")
+        anyhow::bail!(
+            "setting the --node-label labels and --node-taint taints on the Node: it kept changing (conflicts)"
+        )
     }
 
     /// The status this node reports; `runtime` is containerd's version or why it is down.
@@ -286,8 +357,10 @@ impl NodeAgent {
                     Ok(v) => format!("containerd://{v}"),
                     Err(_) => "containerd://unknown".to_string(),
                 },
-                "kubeletVersion": concat!("v1.33.0-ros.", env!("CARGO_PKG_VERSION")),
-                "kubeProxyVersion": "",
+                // One version with the API server's /version (kubectl compares them);
+                // the agent is also the node's service proxy.
+                "kubeletVersion": crate::version::git_version(),
+                "kubeProxyVersion": crate::version::git_version(),
                 "operatingSystem": "linux",
                 "architecture": super::runtime::host_arch(),
             },
@@ -404,7 +477,7 @@ mod tests {
             parse_taint("dedicated=db:NoSchedule").unwrap(),
             parse_taint("gpu:PreferNoSchedule").unwrap(),
         ];
-        let merged = merge_taints(&[lifecycle.clone(), old_ours], &ours).unwrap();
+        let merged = merge_taints(&[lifecycle.clone(), old_ours], &ours, &[]).unwrap();
         assert_eq!(
             merged,
             vec![
@@ -413,8 +486,42 @@ mod tests {
                 json!({"key": "gpu", "effect": "PreferNoSchedule"}),
             ]
         );
-        assert_eq!(merge_taints(&merged, &ours), None);
-        assert_eq!(merge_taints(&[lifecycle], &[]), None);
+        assert_eq!(merge_taints(&merged, &ours, &[]), None);
+        assert_eq!(merge_taints(&[lifecycle], &[], &[]), None);
+    }
+
+    #[test]
+    fn an_owned_taint_is_removed_when_not_ours_any_more() {
+        let cp = json!({"key": CONTROL_PLANE_LABEL, "effect": "NoSchedule"});
+        let other = json!({"key": "dedicated", "value": "db", "effect": "NoSchedule"});
+        let ours = vec![parse_taint(&format!("{CONTROL_PLANE_LABEL}:NoSchedule")).unwrap()];
+        // Scheduling allowed: the control-plane taint goes, an admin's stays.
+        assert_eq!(
+            merge_taints(&[cp.clone(), other.clone()], &[], &[CONTROL_PLANE_LABEL]),
+            Some(vec![other.clone()])
+        );
+        // Not allowed: it is added once and then left alone.
+        let added =
+            merge_taints(std::slice::from_ref(&other), &ours, &[CONTROL_PLANE_LABEL]).unwrap();
+        assert_eq!(added, vec![other, cp]);
+        assert_eq!(merge_taints(&added, &ours, &[CONTROL_PLANE_LABEL]), None);
+    }
+
+    #[test]
+    fn our_labels_merge_and_others_stay() {
+        let existing = json!({"kubernetes.io/hostname": "cp-1", "tier": "old", "admin": "x"});
+        let existing = existing.as_object().unwrap();
+        let ours: BTreeMap<String, String> = [
+            (CONTROL_PLANE_LABEL.to_string(), String::new()),
+            ("tier".to_string(), "edge".to_string()),
+        ]
+        .into();
+        let merged = merge_labels(existing, &ours).unwrap();
+        assert_eq!(
+            Value::Object(merged.clone()),
+            json!({"kubernetes.io/hostname": "cp-1", "tier": "edge", "admin": "x", CONTROL_PLANE_LABEL: ""})
+        );
+        assert_eq!(merge_labels(&merged, &ours), None);
     }
 
     #[test]

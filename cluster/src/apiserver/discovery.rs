@@ -4,18 +4,16 @@
 use serde_json::{Value, json};
 
 use super::registry::{self, ResourceDef};
+use crate::version;
 
 pub const AGGREGATED_CONTENT_TYPE: &str =
     "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
-/// The Kubernetes release whose API this server follows.
-pub const KUBE_MAJOR: &str = "1";
-pub const KUBE_MINOR: &str = "32";
-
+/// `/version`: the Kubernetes release whose API this server follows (see [`crate::version`]).
 pub fn version() -> Value {
     json!({
-        "major": KUBE_MAJOR,
-        "minor": KUBE_MINOR,
-        "gitVersion": format!("v{KUBE_MAJOR}.{KUBE_MINOR}.0-ros.{}", env!("CARGO_PKG_VERSION")),
+        "major": version::KUBE_MAJOR,
+        "minor": version::KUBE_MINOR,
+        "gitVersion": version::git_version(),
         "gitCommit": "",
         "gitTreeState": "clean",
         "buildDate": "1970-01-01T00:00:00Z",

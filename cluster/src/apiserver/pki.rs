@@ -332,9 +332,7 @@ pub fn issue_client(
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, user);
-    for g in groups {
-        dn.push(DnType::OrganizationName, *g);
-    }
+    ros_config::pki::push_organizations(&mut dn, groups)?;
     params.distinguished_name = dn;
     params.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,

@@ -459,6 +459,39 @@ mod tests {
     }
 
     #[test]
+    fn control_planes_get_only_daemons_that_tolerate_their_taint() {
+        let cp = node(json!({"metadata": {"name": "cp-1",
+            "labels": {"node-role.kubernetes.io/control-plane": ""}},
+            "spec": {"taints": [{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}]}}));
+        let worker = node(json!({"metadata": {"name": "w-1"}}));
+        let plain = daemon_pod_spec(&PodTemplateSpec::default());
+        assert!(
+            !eligible(&plain, &cp),
+            "the default tolerations do not cover it"
+        );
+        assert!(eligible(&plain, &worker));
+        let collector: PodTemplateSpec = serde_json::from_value(json!({"spec": {
+            "containers": [],
+            "tolerations": [{"key": "node-role.kubernetes.io/control-plane",
+                             "operator": "Exists", "effect": "NoSchedule"}]}}))
+        .unwrap();
+        let collector = daemon_pod_spec(&collector);
+        assert!(eligible(&collector, &cp));
+        assert!(eligible(&collector, &worker));
+        // One meant for control planes only (by their role label).
+        let mut cp_only = collector.clone();
+        cp_only.node_selector = Some(
+            [(
+                "node-role.kubernetes.io/control-plane".to_string(),
+                String::new(),
+            )]
+            .into(),
+        );
+        assert!(eligible(&cp_only, &cp));
+        assert!(!eligible(&cp_only, &worker));
+    }
+
+    #[test]
     fn pinned_pods_name_their_node() {
         let spec = pin_to_node(PodSpec::default(), "n7");
         let pod = Pod {

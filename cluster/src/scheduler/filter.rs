@@ -365,6 +365,38 @@ mod tests {
     }
 
     #[test]
+    fn the_control_plane_taint_keeps_out_pods_that_do_not_tolerate_it() {
+        // As kubeadm and Talos register a control plane (no value, NoSchedule).
+        let cp = node(ready_node(json!({"spec": {"taints": [
+            {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}]}})));
+        assert_eq!(
+            fits(&pod(json!({})), &cp),
+            Err("node(s) had untolerated taint(s)")
+        );
+        for tolerations in [
+            json!([{"key": "node-role.kubernetes.io/control-plane", "operator": "Exists", "effect": "NoSchedule"}]),
+            json!([{"key": "node-role.kubernetes.io/control-plane", "operator": "Exists"}]),
+            json!([{"operator": "Exists"}]),
+            json!([{"key": "node-role.kubernetes.io/control-plane", "operator": "Equal", "value": ""}]),
+        ] {
+            let p = pod(json!({"tolerations": tolerations}));
+            assert_eq!(fits(&p, &cp), Ok(()), "{tolerations}");
+        }
+        for tolerations in [
+            json!([{"key": "node-role.kubernetes.io/control-plane", "operator": "Exists", "effect": "NoExecute"}]),
+            json!([{"key": "node-role.kubernetes.io/master", "operator": "Exists"}]),
+            json!([{"key": "node-role.kubernetes.io/control-plane", "operator": "Equal", "value": "true"}]),
+        ] {
+            let p = pod(json!({"tolerations": tolerations}));
+            assert!(fits(&p, &cp).is_err(), "{tolerations}");
+        }
+        // PreferNoSchedule only weighs in scoring, it filters nothing out.
+        let soft = node(ready_node(json!({"spec": {"taints": [
+            {"key": "node-role.kubernetes.io/control-plane", "effect": "PreferNoSchedule"}]}})));
+        assert_eq!(fits(&pod(json!({})), &soft), Ok(()));
+    }
+
+    #[test]
     fn checks() {
         let n = node(ready_node(json!({})));
         assert_eq!(fits(&pod(json!({})), &n), Ok(()));

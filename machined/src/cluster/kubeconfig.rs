@@ -8,6 +8,19 @@ use rcgen::{DistinguishedName, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair}
 pub const ADMIN_USER: &str = "admin";
 pub const ADMIN_GROUP: &str = "system:masters";
 pub const NODES_GROUP: &str = "system:nodes";
+/// The extra group of a control plane's own node identity: the API server lets it put the
+/// `node-role.kubernetes.io/control-plane` label on its Node (`cluster`'s
+/// `node_labels::CONTROL_PLANE_NODES_GROUP`). Never in a certificate the trust port signs.
+pub const CONTROL_PLANE_NODES_GROUP: &str = "ros:control-plane-nodes";
+
+/// The groups of the node identity a node that holds the CA key signs for itself.
+pub fn own_node_groups(cfg: &ros_config::MachineConfig) -> Vec<&'static str> {
+    if cfg.machine.machine_type == ros_config::MachineType::ControlPlane {
+        vec![NODES_GROUP, CONTROL_PLANE_NODES_GROUP]
+    } else {
+        vec![NODES_GROUP]
+    }
+}
 
 /// The user name a node's agent authenticates as.
 pub fn node_user(node: &str) -> String {
@@ -166,6 +179,30 @@ mod tests {
         let (csr, _) = node_csr().unwrap();
         assert!(sign_node_csr(&ca, &key, &csr, "bad name").is_err());
         assert!(sign_node_csr(&ca, &key, "garbage", "w").is_err());
+    }
+
+    #[test]
+    fn a_control_planes_own_node_identity_is_in_both_groups() {
+        let (ca, key) = ca();
+        let id = issue_client(
+            &ca,
+            &key,
+            &node_user("cp-1"),
+            &[NODES_GROUP, CONTROL_PLANE_NODES_GROUP],
+        )
+        .unwrap();
+        assert_eq!(
+            subject(&id.crt_pem).unwrap(),
+            (
+                "system:node:cp-1".into(),
+                vec![
+                    NODES_GROUP.to_string(),
+                    CONTROL_PLANE_NODES_GROUP.to_string()
+                ]
+            )
+        );
+        let err = issue_client(&ca, &key, "u", &["a", "b", "c"]).unwrap_err();
+        assert!(err.contains("at most two"), "{err}");
     }
 
     #[test]

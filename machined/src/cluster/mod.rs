@@ -3,11 +3,15 @@
 //! - control plane: after `rosctl bootstrap` (recorded on STATE, so later boots need none) the
 //!   `cluster-server` service runs `cluster server` with the CA from `cluster.ca`, its data on
 //!   EPHEMERAL and a health check on `/readyz`;
-//! - worker (and a control plane with `cluster.allowSchedulingOnControlPlanes`): `containerd`
-//!   with a generated config, then `cluster-agent` with a node identity
-//!   (`CN=system:node:<name>, O=system:nodes`). A control plane signs it itself; a worker, which
-//!   holds `cluster.ca` without its key, sends a certificate request with `cluster.token` to a
-//!   control plane's trust port (50001), which checks the token and signs it.
+//! - every node (a control plane once it runs the server): `containerd` with a generated
+//!   config, then `cluster-agent` with a node identity (`CN=system:node:<name>,
+//!   O=system:nodes`), so every node is a Node in `kubectl get nodes`. A control plane signs
+//!   its identity itself, adding `O=ros:control-plane-nodes`, the group the API server lets
+//!   set the `node-role.kubernetes.io/control-plane` label; its agent also registers the
+//!   `node-role.kubernetes.io/control-plane:NoSchedule` taint unless
+//!   `cluster.allowSchedulingOnControlPlanes`. A worker, which holds `cluster.ca` without its
+//!   key, sends a certificate request with `cluster.token` to a control plane's trust port
+//!   (50001), which checks the token and signs it (as `system:nodes` only).
 //!
 //! It also answers the Bootstrap and Kubeconfig calls (admin identity `CN=admin,
 //! O=system:masters`).
@@ -319,7 +323,8 @@ async fn reconcile(
         let cfg = &r.config;
         let name = machine.node_name();
         let cp = is_control_plane(cfg);
-        if cp && bootstrap::is_bootstrapped(&paths.bootstrapped) {
+        let serving = cp && bootstrap::is_bootstrapped(&paths.bootstrapped);
+        if serving {
             let (ca, key) = ca_pems(cfg)?;
             write_private(&paths.pki.join("ca.crt"), ca.as_bytes())?;
             write_private(&paths.pki.join("ca.key"), key.as_bytes())?;
@@ -336,7 +341,8 @@ async fn reconcile(
             let spec = specs::server(cfg, paths, programs, &name, sa_key.is_some());
             desired.insert(spec.id.clone(), spec);
         }
-        if !cp || cfg.cluster.allow_scheduling_on_control_planes {
+        // A control plane's agent talks to its own server, so it runs alongside it.
+        if !cp || serving {
             let spec = specs::containerd(cfg, paths, programs);
             desired.insert(spec.id.clone(), spec);
             let features = machine.cluster.agent_features().await;
@@ -466,8 +472,10 @@ async fn agent_kubeconfig(machine: &Machine, cfg: &MachineConfig) -> Result<Stri
         std::fs::read_to_string(&ca_path),
     ) {
         (Ok(crt), Ok(key), Ok(old_ca)) if old_ca == ca => {
-            let fits =
-                kubeconfig::subject(&crt).is_some_and(|(cn, _)| cn == kubeconfig::node_user(&name));
+            let fits = kubeconfig::subject(&crt).is_some_and(|(cn, orgs)| {
+                cn == kubeconfig::node_user(&name)
+                    && (!cfg.cluster.ca.has_key() || orgs == kubeconfig::own_node_groups(cfg))
+            });
             fits.then_some(kubeconfig::ClientIdentity {
                 crt_pem: crt,
                 key_pem: key,
@@ -481,7 +489,7 @@ async fn agent_kubeconfig(machine: &Machine, cfg: &MachineConfig) -> Result<Stri
             let id = if cfg.cluster.ca.has_key() {
                 let (ca, key) = ca_pems(cfg)?;
                 let user = kubeconfig::node_user(&name);
-                kubeconfig::issue_client(&ca, &key, &user, &[kubeconfig::NODES_GROUP])?
+                kubeconfig::issue_client(&ca, &key, &user, &kubeconfig::own_node_groups(cfg))?
             } else {
                 request_node_certificate(machine, cfg, &name).await?
             };

@@ -1,6 +1,6 @@
 //! The services of the cluster roles, as pure functions of the config and the paths, so they
 //! are easy to test: `cluster-server` (a bootstrapped control plane), `containerd` and
-//! `cluster-agent` (workers, and control planes that allow scheduling).
+//! `cluster-agent` (every node; on a control plane with its role label and taint).
 
 use crate::paths::ClusterPaths;
 use crate::services::{HealthCheck, RestartPolicy, ServiceSpec};
@@ -11,6 +11,8 @@ use std::path::Path;
 pub const SERVER: &str = "cluster-server";
 pub const CONTAINERD: &str = "containerd";
 pub const AGENT: &str = "cluster-agent";
+/// The control planes' role label and taint key (as kubeadm and Talos).
+pub const CONTROL_PLANE_ROLE: &str = "node-role.kubernetes.io/control-plane";
 
 /// Programs and addresses the role uses (different in dev mode).
 #[derive(Debug, Clone)]
@@ -241,6 +243,7 @@ pub struct AgentFeatures {
     pub pod_network: bool,
     pub service_proxy: bool,
     pub cluster_dns: bool,
+    pub control_plane: bool,
 }
 
 impl AgentFeatures {
@@ -252,6 +255,7 @@ impl AgentFeatures {
             pod_network: help.contains("--pod-network"),
             service_proxy: help.contains("--service-proxy"),
             cluster_dns: help.contains("--cluster-dns"),
+            control_plane: help.contains("--control-plane"),
         }
     }
 }
@@ -291,9 +295,21 @@ pub fn agent(
     for (k, v) in &cfg.machine.node_labels {
         args.extend(["--node-label".into(), format!("{k}={v}")]);
     }
+    // A control plane is a Node too, labelled with its role (kubectl's ROLES) and, unless
+    // pods may run there, tainted so only pods tolerating it do (DaemonSets that should run
+    // everywhere, as log and metrics collectors).
+    if on_control_plane && features.control_plane {
+        args.push("--control-plane".into());
+    }
     if features.node_taint {
         for (k, v) in &cfg.machine.node_taints {
             args.extend(["--node-taint".into(), taint_arg(k, v)]);
+        }
+        if on_control_plane && !cfg.cluster.allow_scheduling_on_control_planes {
+            args.extend([
+                "--node-taint".into(),
+                format!("{CONTROL_PLANE_ROLE}:NoSchedule"),
+            ]);
         }
     }
     if features.registries_config {
@@ -453,13 +469,57 @@ mod tests {
         assert!(after(&s_dev.args, "--pod-network").is_empty());
         assert!(!s_dev.args.iter().any(|a| a == "--service-proxy"));
         assert!(after(&s_dev.args, "--cluster-dns").is_empty());
-        assert_eq!(after(&s.args, "--node-taint"), ["dedicated=db:NoSchedule"]);
+        // On a control plane the role's taint comes after the config's.
+        assert_eq!(
+            after(&s.args, "--node-taint"),
+            [
+                "dedicated=db:NoSchedule",
+                "node-role.kubernetes.io/control-plane:NoSchedule"
+            ]
+        );
         assert_eq!(
             after(&s.args, "--registries-config"),
             ["/var/lib/ros/agent/registries.yaml"]
         );
         assert_eq!(s.depends_on, ["containerd", "cluster-server"]);
         assert_eq!(taint_arg("k", "NoExecute"), "k:NoExecute");
+    }
+
+    #[test]
+    fn a_control_planes_agent_carries_the_role_label_and_taint() {
+        let mut cfg = config("");
+        let paths = crate::paths::Paths::node().cluster;
+        let all = AgentFeatures::from_help("  --node-taint <T>\n  --control-plane\n");
+        assert!(all.control_plane && all.node_taint);
+        let cp = agent(&cfg, &paths, &programs(), "cp-1", &all, true);
+        assert!(
+            cp.args.iter().any(|a| a == "--control-plane"),
+            "{:?}",
+            cp.args
+        );
+        assert_eq!(
+            after(&cp.args, "--node-taint"),
+            ["node-role.kubernetes.io/control-plane:NoSchedule"]
+        );
+        // The label is the agent's own flag, not a --node-label (which refuses reserved keys).
+        assert!(after(&cp.args, "--node-label").is_empty());
+        let worker = agent(&cfg, &paths, &programs(), "w1", &all, false);
+        assert!(!worker.args.iter().any(|a| a == "--control-plane"));
+        assert!(after(&worker.args, "--node-taint").is_empty());
+        cfg.cluster.allow_scheduling_on_control_planes = true;
+        let open = agent(&cfg, &paths, &programs(), "cp-1", &all, true);
+        assert!(open.args.iter().any(|a| a == "--control-plane"));
+        assert!(after(&open.args, "--node-taint").is_empty());
+        // An agent without the flags gets neither (it would refuse to start).
+        let old = agent(
+            &cfg,
+            &paths,
+            &programs(),
+            "cp-1",
+            &AgentFeatures::default(),
+            true,
+        );
+        assert!(!old.args.iter().any(|a| a == "--control-plane"));
     }
 
     #[test]

@@ -94,7 +94,8 @@ async fn http_get(
         .await
         .map_err(|e| format!("Get \"{url}\": {e}"))?;
     let mut req = format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: kube-probe/1.33\r\nAccept: */*\r\nConnection: close\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: kube-probe/{}\r\nAccept: */*\r\nConnection: close\r\n",
+        crate::version::major_minor()
     );
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));

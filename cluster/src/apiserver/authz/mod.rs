@@ -11,6 +11,7 @@
 pub mod bootstrap;
 mod escalation;
 mod node;
+mod node_labels;
 pub mod rbac;
 
 use serde_json::Value;
@@ -50,7 +51,8 @@ pub async fn check(api: &ApiServer, user: &UserInfo, a: &Attributes<'_>) -> ApiR
 }
 
 /// What a write's body must satisfy beyond its verb: a node creates only its own Node and
-/// Lease (upstream's NodeRestriction admission); RBAC writes grant no permission the writer
+/// Lease and sets only the labels a node may set on it (upstream's NodeRestriction
+/// admission; a control plane's identity also its role label); RBAC writes grant no permission the writer
 /// does not hold (escalation prevention).
 pub async fn admit(
     api: &ApiServer,
@@ -64,6 +66,9 @@ pub async fn admit(
     }
     if a.verb == "create" && user.node_name().is_some() {
         admit_create(user, a, &super::objects::parse_body(content_type, body)?)?;
+    }
+    if let Some(node) = user.node_name() {
+        node_labels::admit(api, user, node, a, content_type, body).await?;
     }
     if let Some(node) = user.node_name()
         && a.verb == "create"
