@@ -46,7 +46,13 @@ fn namespaces_and_discovery() {
     }
     let version = s.ok(&["version", "-o", "json"]);
     let v: serde_json::Value = serde_json::from_str(&version).unwrap();
-    assert_eq!(v["serverVersion"]["minor"], "32", "{version}");
+    // The one version (cluster::version): the compiled API types' release.
+    assert_eq!(v["serverVersion"]["minor"], "33", "{version}");
+    assert_eq!(
+        v["serverVersion"]["gitVersion"],
+        cluster::version::git_version(),
+        "{version}"
+    );
     // The kubernetes service holds the first service address.
     assert_eq!(
         s.ok(&[

@@ -99,7 +99,10 @@ pub fn build_static_init(workspace: &Path, release: bool, log: &dyn Fn(&str)) ->
     }
     init.env("RUSTFLAGS", "-C target-feature=+crt-static");
     tools::run(init).context("building init")?;
-    let path = target_dir(workspace).join(STATIC_TARGET).join(profile).join("init");
+    let path = target_dir(workspace)
+        .join(STATIC_TARGET)
+        .join(profile)
+        .join("init");
     check_static(&path)?;
     Ok(path)
 }

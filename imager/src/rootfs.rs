@@ -39,6 +39,11 @@ pub struct RootfsInputs {
 }
 
 /// Where an embedded machine config lives in the root.
+/// Where machined writes the node's resolvers (its resolvers controller); /etc is read-only,
+/// so /etc/resolv.conf is a link to it, for every reader: the cluster DNS forwarder,
+/// containerd's pulls, anything using libc's resolver.
+pub const RESOLV_CONF: &str = "/run/ros/resolv.conf";
+
 pub const EMBEDDED_CONFIG: &str = "/usr/lib/ros/config.yaml";
 
 pub fn os_release() -> String {
@@ -131,6 +136,7 @@ pub fn stage(inputs: &RootfsInputs, stage: &Path) -> Result<SizeReport> {
         os_release().as_bytes(),
         0o644,
     )?;
+    link_in(stage, Path::new("/etc/resolv.conf"), Path::new(RESOLV_CONF))?;
     if let Some(config) = &inputs.embedded_config {
         let bytes = copy_in(stage, config, Path::new(EMBEDDED_CONFIG), 0o600)?;
         report.add("rootfs embedded machine config", EMBEDDED_CONFIG, bytes);
@@ -205,6 +211,12 @@ fn write_in(stage: &Path, dest: &Path, data: &[u8], mode: u32) -> Result<()> {
     let target = ensure_parent(stage, dest)?;
     std::fs::write(&target, data).with_context(|| format!("writing {}", target.display()))?;
     set_mode(&target, mode)
+}
+
+fn link_in(stage: &Path, dest: &Path, target: &Path) -> Result<()> {
+    let link = ensure_parent(stage, dest)?;
+    std::os::unix::fs::symlink(target, &link)
+        .with_context(|| format!("linking {} to {}", link.display(), target.display()))
 }
 
 fn set_mode(path: &Path, mode: u32) -> Result<()> {

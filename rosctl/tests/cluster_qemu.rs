@@ -11,12 +11,19 @@
 //! Kubernetes check goes through kubectl and the forwarded API: the host never dials a node,
 //! pod or service address.
 
+mod stub_dns;
 #[path = "../../cluster/tests/support_images/mod.rs"]
 mod support_images;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+/// The stub upstream DNS server: on the cluster namespace's bridge address, the nodes'
+/// nameserver; it knows one name outside the cluster.
+const STUB_DNS_IP: &str = "10.5.0.1";
+const OUTSIDE_NAME: &str = "outside.test";
+const OUTSIDE_ADDR: std::net::Ipv4Addr = std::net::Ipv4Addr::new(192, 0, 2, 77);
 
 const ROSCTL: &str = env!("CARGO_BIN_EXE_rosctl");
 
@@ -115,8 +122,10 @@ fn create_show_reach_and_destroy_a_two_node_cluster() {
         .to_vec();
     httpd.files = vec![("/www/index.html".into(), served.clone(), 0o644)];
     registry.push(&httpd);
+    // The registry mirror, and the stub DNS server (started once the namespace exists) as
+    // the nodes' only nameserver: the cluster DNS forwards names outside the cluster there.
     let mirror = format!(
-        r#"{{"machine": {{"registries": {{"mirrors": {{"registry.test": {{"endpoints": ["http://10.0.2.2:{port}"], "skipFallback": true}}}}}}}}}}"#
+        r#"{{"machine": {{"registries": {{"mirrors": {{"registry.test": {{"endpoints": ["http://10.0.2.2:{port}"], "skipFallback": true}}}}}}, "network": {{"nameservers": ["{STUB_DNS_IP}"]}}}}}}"#
     );
 
     let scratch = tempfile::tempdir().unwrap();
@@ -162,6 +171,12 @@ fn create_show_reach_and_destroy_a_two_node_cluster() {
     assert!(
         stdout.contains(&format!("--rosconfig {dir_s}/rosconfig")),
         "{stdout}"
+    );
+    let stub_dns = stub_dns::StubDns::start(
+        &netns,
+        format!("{STUB_DNS_IP}:53").parse().unwrap(),
+        OUTSIDE_NAME,
+        OUTSIDE_ADDR,
     );
 
     // A second create over the same state dir is refused before anything starts.
@@ -237,6 +252,7 @@ fn create_show_reach_and_destroy_a_two_node_cluster() {
     };
     let timeout = 2 * e2e::phase_timeout(accel);
     serves_a_deployment_through_its_cluster_ip(&kube, &name, &served, timeout, &registry);
+    resolves_names_from_a_pod_on_the_control_plane(&kube, &name, &served, timeout, &stub_dns);
 
     // destroy: no QEMU left, no namespace, no state.
     let d = rosctl(&["cluster", "destroy", "--state-dir", &dir_s]);
@@ -571,5 +587,95 @@ fn serves_a_deployment_through_its_cluster_ip(
     eprintln!(
         "{url} served from the client pod after {:.0} s",
         started.elapsed().as_secs_f64()
+    );
+}
+
+/// A client pod pinned to the control plane (tolerating its taint) resolves the Service by
+/// its cluster name through the cluster DNS on its own node, fetches from it by name, and
+/// resolves a name outside the cluster through the forwarder (the stub server's answer).
+fn resolves_names_from_a_pod_on_the_control_plane(
+    kube: &Kubectl,
+    cluster: &str,
+    served: &str,
+    timeout: Duration,
+    stub: &stub_dns::StubDns,
+) {
+    let cp = format!("{cluster}-controlplane-1");
+    let pod = format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: cp-client
+spec:
+  terminationGracePeriodSeconds: 1
+  nodeSelector: {{kubernetes.io/hostname: {cp}}}
+  tolerations:
+  - {{key: node-role.kubernetes.io/control-plane, operator: Exists, effect: NoSchedule}}
+  containers:
+  - name: client
+    image: registry.test/ros-test/httpd:1
+    command: [sleep, "3600"]
+"#
+    );
+    let context = || kube.overview();
+    let applied = kube.run(&["apply", "-f", "-"], Some(&pod));
+    assert!(
+        applied.status.success(),
+        "kubectl apply: {}",
+        text(&applied)
+    );
+    kube.until(
+        "the control plane's client pod Running",
+        &["get", "pod", "cp-client", "-o", "jsonpath={.status.phase}"],
+        timeout,
+        |o| stdout(o) == "Running",
+        context,
+    );
+    let node = kube.ok(&["get", "pod", "cp-client", "-o", "jsonpath={.spec.nodeName}"]);
+    assert_eq!(node, cp);
+    let ip = kube.ok(&["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"]);
+
+    let exec = |args: &[&str]| {
+        let mut all = vec!["exec", "cp-client", "--", "timeout", "10"];
+        all.extend_from_slice(args);
+        all.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let lookup = exec(&["nslookup", "web.default.svc.cluster.local"]);
+    let lookup: Vec<&str> = lookup.iter().map(String::as_str).collect();
+    let found = kube.until(
+        "web.default.svc.cluster.local from the control plane's pod",
+        &lookup,
+        timeout,
+        |o| o.status.success() && stdout(o).contains(ip.as_str()),
+        context,
+    );
+    eprintln!("nslookup on the control plane: {}", stdout(&found));
+
+    let fetch = exec(&["wget", "-qO-", "http://web.default.svc.cluster.local/"]);
+    let fetch: Vec<&str> = fetch.iter().map(String::as_str).collect();
+    let got = kube.until(
+        "http://web/ by name from the control plane's pod",
+        &fetch,
+        timeout,
+        |o| o.status.success(),
+        context,
+    );
+    assert_eq!(stdout(&got), served);
+
+    let outside = exec(&["nslookup", OUTSIDE_NAME]);
+    let outside: Vec<&str> = outside.iter().map(String::as_str).collect();
+    let before = stub.answered.load(std::sync::atomic::Ordering::SeqCst);
+    let found = kube.until(
+        &format!("{OUTSIDE_NAME} through the cluster DNS's forwarder"),
+        &outside,
+        timeout,
+        |o| o.status.success() && stdout(o).contains(&OUTSIDE_ADDR.to_string()),
+        context,
+    );
+    eprintln!("nslookup {OUTSIDE_NAME}: {}", stdout(&found));
+    assert!(
+        stub.answered.load(std::sync::atomic::Ordering::SeqCst) > before,
+        "the answer for {OUTSIDE_NAME} did not come from the stub server"
     );
 }

@@ -113,21 +113,29 @@ pub fn open_tap(netns: &str, ifname: &str) -> Result<OwnedFd> {
     if ifname.is_empty() || ifname.len() >= libc::IFNAMSIZ {
         bail!("tap name {ifname:?}: 1-15 bytes");
     }
-    let ns = File::open(netns_path(netns))
-        .with_context(|| format!("opening network namespace {netns}"))?;
     let name = ifname.to_string();
-    // setns changes only the calling thread, which ends right after: the rest of the
-    // process stays in the host's namespace.
-    let fd = std::thread::spawn(move || -> Result<OwnedFd> {
-        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
-            .context("joining the cluster's network namespace")?;
-        create_tap(&name)
-    })
-    .join()
-    .map_err(|_| anyhow::anyhow!("the tap thread panicked"))??;
+    let fd = in_namespace(netns, move || create_tap(&name))?;
     ip_in(netns, &["link", "set", ifname, "master", BRIDGE])?;
     ip_in(netns, &["link", "set", ifname, "up"])?;
     Ok(fd)
+}
+
+/// Runs `f` on a thread inside namespace `netns` and returns what it made: a socket or a
+/// tap opened there stays in that namespace. setns changes only the calling thread, which
+/// ends right after, so the rest of the process stays in the host's namespace.
+pub fn in_namespace<T: Send + 'static>(
+    netns: &str,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let ns = File::open(netns_path(netns))
+        .with_context(|| format!("opening network namespace {netns}"))?;
+    std::thread::spawn(move || -> Result<T> {
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+            .context("joining the cluster's network namespace")?;
+        f()
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the thread in namespace {netns} panicked"))?
 }
 
 /// TUNSETIFF in the current thread's namespace.
