@@ -256,10 +256,12 @@ fn input_key(inputs: &BuildInputs) -> Result<String> {
     }
     hasher.update(
         format!(
-            "{:?} {} {}",
+            "{:?} {} {} {}",
             inputs.config,
             inputs.epoch,
-            env!("CARGO_PKG_VERSION")
+            env!("CARGO_PKG_VERSION"),
+            // The code that builds the image (tests/build.rs).
+            env!("ROS_IMAGER_SOURCES")
         )
         .as_bytes(),
     );
