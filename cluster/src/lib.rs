@@ -10,5 +10,4 @@ pub mod node_labels;
 pub mod private_files;
 pub mod proxy;
 pub mod scheduler;
-pub mod store;
 pub mod version;

@@ -125,7 +125,7 @@ fn main() -> Result<()> {
                     service_account_key.as_deref(),
                 )?;
                 let db = data_dir.join("state.db");
-                let store = cluster::store::sqlite::SqliteStore::open(&db)
+                let store = ros_store::sqlite::SqliteStore::open(&db)
                     .await
                     .with_context(|| format!("opening the store {}", db.display()))?;
                 let opts = cluster::apiserver::Options {

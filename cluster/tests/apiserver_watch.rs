@@ -11,8 +11,8 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use serde_json::json;
 
-use cluster::store::Store;
-use cluster::store::sqlite::SqliteStore;
+use ros_store::Store;
+use ros_store::sqlite::SqliteStore;
 
 async fn start() -> (
     tempfile::TempDir,

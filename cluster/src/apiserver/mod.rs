@@ -1,5 +1,5 @@
 //! The Kubernetes-compatible API server: HTTPS with client certificates, discovery, OpenAPI,
-//! and the REST verbs over the [`crate::store::Store`], for the kinds in [`registry`].
+//! and the REST verbs over the [`ros_store::Store`], for the kinds in [`registry`].
 //!
 //! Objects are JSON values checked against the typed structs of k8s-openapi and stored under
 //! `/registry/<resource>/[<namespace>/]<name>`; a resourceVersion is the store revision.
@@ -46,7 +46,7 @@ use anyhow::{Context, Result};
 use ipnet::Ipv4Net;
 use tokio::sync::{Mutex, Notify};
 
-use crate::store::Store;
+use ros_store::Store;
 use status::ApiResult;
 
 pub use fsutil::atomic_write;

@@ -259,9 +259,9 @@ impl ApiError {
     }
 }
 
-impl From<crate::store::StoreError> for ApiError {
-    fn from(e: crate::store::StoreError) -> Self {
-        use crate::store::StoreError::*;
+impl From<ros_store::StoreError> for ApiError {
+    fn from(e: ros_store::StoreError) -> Self {
+        use ros_store::StoreError::*;
         match e {
             Compacted { compacted } => ApiError::gone(format!(
                 "The resourceVersion for the provided watch is too old (compacted to {compacted})."

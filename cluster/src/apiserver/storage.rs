@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use super::objects::meta_mut;
 use super::registry::ResourceDef;
 use super::status::{ApiError, ApiResult};
-use crate::store::KeyValue;
+use ros_store::KeyValue;
 
 pub fn key(def: &ResourceDef, namespace: Option<&str>, name: &str) -> String {
     match (def.namespaced, namespace) {

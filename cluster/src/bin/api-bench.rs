@@ -20,10 +20,10 @@ use serde_json::json;
 use cluster::apiserver;
 use cluster::bench::report::{Comparison, Format};
 use cluster::bench::stats::{ms, percentile};
-use cluster::store::Store;
-use cluster::store::etcd::EtcdStore;
-use cluster::store::etcd_process::EtcdProcess;
-use cluster::store::sqlite::SqliteStore;
+use ros_store::Store;
+use ros_store::etcd::EtcdStore;
+use ros_store::etcd_process::EtcdProcess;
+use ros_store::sqlite::SqliteStore;
 
 struct Scale {
     /// (concurrent clients, total creates) for the create benchmark.

@@ -73,7 +73,7 @@ struct Figures {
 
 /// A fresh API server on SQLite in a temporary directory, and an admin client for it.
 async fn start_server(dir: &std::path::Path) -> Result<Client> {
-    let store = cluster::store::sqlite::SqliteStore::open(&dir.join("state.db"))
+    let store = ros_store::sqlite::SqliteStore::open(&dir.join("state.db"))
         .await
         .context("opening the SQLite store")?;
     let opts = cluster::apiserver::Options {

@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use cluster::bench::report::{Comparison, Format};
 use cluster::bench::stats::{ms, percentile};
-use cluster::store::etcd::EtcdStore;
-use cluster::store::etcd_process::EtcdProcess;
-use cluster::store::sqlite::SqliteStore;
-use cluster::store::{Revision, Store};
+use ros_store::etcd::EtcdStore;
+use ros_store::etcd_process::EtcdProcess;
+use ros_store::sqlite::SqliteStore;
+use ros_store::{Revision, Store};
 
 struct Scale {
     /// (writers, total writes) for the write benchmark.

@@ -35,6 +35,8 @@ pub fn need(tool: &str, package: &str) {
 pub fn command_in(ns: &Path, program: impl AsRef<std::ffi::OsStr>) -> Command {
     let file = std::fs::File::open(ns).unwrap_or_else(|e| panic!("opening {}: {e}", ns.display()));
     let mut c = Command::new(program);
+    // SAFETY: the closure runs in the forked child before exec and only calls setns(2), which
+    // is async-signal-safe, on a descriptor the closure owns; reading errno allocates nothing.
     unsafe {
         c.pre_exec(move || {
             // setns(2) only; the file stays open in the parent until the Command is dropped.
@@ -188,6 +190,8 @@ impl Proc {
 
     /// SIGTERM, then waits (at most 20 s) for the process to exit.
     pub fn terminate(&mut self) {
+        // SAFETY: kill(2) touches no memory of ours. The child is reaped only by the waits
+        // below, so until then its PID cannot belong to another process.
         unsafe {
             nix::libc::kill(self.child.id() as i32, nix::libc::SIGTERM);
         }

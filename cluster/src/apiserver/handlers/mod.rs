@@ -100,7 +100,7 @@ impl Call {
     }
 
     /// The current object and its store record, or NotFound.
-    pub async fn current(&self) -> ApiResult<(Value, crate::store::KeyValue)> {
+    pub async fn current(&self) -> ApiResult<(Value, ros_store::KeyValue)> {
         let kv = self
             .api
             .store

@@ -10,7 +10,7 @@ use crate::apiserver::http::Body;
 use crate::apiserver::selectors::{FieldSelector, LabelSelector};
 use crate::apiserver::status::{ApiError, ApiResult};
 use crate::apiserver::{storage, table};
-use crate::store::StoreError;
+use ros_store::StoreError;
 
 pub async fn get(call: &Call) -> ApiResult<Response<Body>> {
     let (obj, _) = call.current().await?;

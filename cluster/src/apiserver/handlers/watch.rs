@@ -12,7 +12,7 @@ use super::read::{Filter, list_objects};
 use crate::apiserver::http::{Body, streaming};
 use crate::apiserver::status::{ApiError, ApiResult};
 use crate::apiserver::{storage, table};
-use crate::store::{EventKind, StoreError, WatchEvent};
+use ros_store::{EventKind, StoreError, WatchEvent};
 
 const BOOKMARK_EVERY: Duration = Duration::from_secs(15);
 
@@ -185,7 +185,7 @@ pub async fn watch(call: Call) -> ApiResult<Response<Body>> {
 mod tests {
     use super::*;
     use crate::apiserver::selectors::{FieldSelector, LabelSelector};
-    use crate::store::KeyValue;
+    use ros_store::KeyValue;
 
     fn kv(labels: Value, rev: i64) -> KeyValue {
         let v = json!({"metadata": {"name": "a", "labels": labels}});

@@ -14,7 +14,7 @@ use crate::apiserver::registry::ResourceDef;
 use crate::apiserver::request::WriteOpts;
 use crate::apiserver::status::{ApiError, ApiResult, Cause};
 use crate::apiserver::{defaults, patch, storage, validation};
-use crate::store::StoreError;
+use ros_store::StoreError;
 
 /// Which part of an object a write may change.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

@@ -8,7 +8,11 @@ served kinds: field number -> (JSON name, type). The field numbers come from the
 k8s-openapi crate (serde field names), both as cargo downloaded them:
 
     python3 generate.py ~/.cargo/registry/src/*/k8s-pb-0.9.0 \
-        ~/.cargo/registry/src/*/k8s-openapi-0.29.0/src/v1_33 > schema.rs
+        ~/.cargo/registry/src/*/k8s-openapi-0.29.0/src/v1_33 | rustfmt --edition 2024 > schema.rs
+
+The test in freshness.rs does exactly that with the versions Cargo.lock pins and fails when
+schema.rs is stale; `ROS_UPDATE_PROTOBUF_SCHEMA=1 cargo test -p cluster --lib
+apiserver::protobuf::freshness` rewrites it.
 """
 import os
 import re

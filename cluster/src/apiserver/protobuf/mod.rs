@@ -2,6 +2,8 @@
 //! `kubectl create namespace|configmap|deployment`), turned into the JSON form.
 
 mod decode;
+#[cfg(test)]
+mod freshness;
 mod schema;
 
 pub use decode::decode_object;

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
-use crate::store::StoreError;
+use crate::StoreError;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS log (

@@ -13,7 +13,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use super::reader::{self, HistoryPage, Readers};
 use super::writer::Committed;
-use crate::store::{Revision, StoreError, WatchEvent, WatchStream};
+use crate::{Revision, StoreError, WatchEvent, WatchStream};
 
 /// Events read from the log per read transaction.
 const HISTORY_PAGE: usize = 1000;

@@ -1,13 +1,11 @@
 //! The etcd client beyond the store suite, against a real etcd: mutual TLS with a server-name
 //! override, fail-over between endpoints, and the Cluster/Maintenance services.
 
-mod store_support;
-
-use cluster::store::Store;
-use cluster::store::etcd::{EtcdStore, EtcdTls};
-use cluster::store::etcd_process::{EtcdProcess, ServerTls};
+use crate::support::etcd_server::EtcdServer;
 use ros_config::pki::{self, LeafRequest, Usage};
-use store_support::etcd_server::EtcdServer;
+use ros_store::Store;
+use ros_store::etcd::{EtcdStore, EtcdTls};
+use ros_store::etcd_process::{EtcdProcess, ServerTls};
 
 /// A port nothing listens on (connections are refused at once).
 fn dead_endpoint() -> String {
@@ -142,7 +140,7 @@ async fn mutual_tls_with_a_server_name_override() {
         .await
         .unwrap();
     let err = store.get("/tls/a", None).await.unwrap_err();
-    assert!(matches!(err, cluster::store::StoreError::Other(_)), "{err}");
+    assert!(matches!(err, ros_store::StoreError::Other(_)), "{err}");
 
     let wrong_name = EtcdTls {
         server_name: Some("other.ros.test".into()),

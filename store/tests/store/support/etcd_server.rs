@@ -1,7 +1,7 @@
 //! A real etcd server for a test: a fresh data dir and process, killed by PID when dropped.
 //! Fails the test with advice when the `etcd` binary (Debian `etcd-server`) is missing.
 
-use cluster::store::etcd_process::EtcdProcess;
+use ros_store::etcd_process::EtcdProcess;
 
 pub struct EtcdServer {
     pub endpoint: String,

@@ -11,8 +11,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use cluster::store::Store;
-use cluster::store::sqlite::SqliteStore;
+use ros_store::Store;
+use ros_store::sqlite::SqliteStore;
 
 const CHILD_ENV: &str = "STORE_CRASH_CHILD";
 const WRITERS: usize = 16;
@@ -58,12 +58,11 @@ async fn acknowledged_writes_survive_kill_9() {
 /// acknowledged (key -> revision), including lines still in the pipe after the kill.
 fn run_child_and_kill(db: &std::path::Path, round: usize) -> BTreeMap<String, i64> {
     let exe = std::env::current_exe().unwrap();
+    // The test's name inside this binary: its module path without the crate's name.
+    let module = module_path!().split_once("::").map_or("", |(_, m)| m);
+    let test = format!("{module}::acknowledged_writes_survive_kill_9");
     let mut child = Command::new(exe)
-        .args([
-            "acknowledged_writes_survive_kill_9",
-            "--exact",
-            "--nocapture",
-        ])
+        .args([test.as_str(), "--exact", "--nocapture"])
         .env(CHILD_ENV, db)
         .env("STORE_CRASH_ROUND", round.to_string())
         .stdout(Stdio::piped())

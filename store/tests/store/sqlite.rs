@@ -1,11 +1,9 @@
 //! The store suite on the SQLite backend, plus SQLite-only checks (reopen, bounded size).
 
-mod store_support;
-
 use std::sync::Arc;
 
-use cluster::store::sqlite::{SqliteOptions, SqliteStore};
-use cluster::store::{Store, StoreError};
+use ros_store::sqlite::{SqliteOptions, SqliteStore};
+use ros_store::{Store, StoreError};
 
 async fn sqlite() -> (Arc<dyn Store>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -15,7 +13,7 @@ async fn sqlite() -> (Arc<dyn Store>, tempfile::TempDir) {
     (Arc::new(store), dir)
 }
 
-store_suite!(sqlite);
+crate::store_suite!(sqlite);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reopen_keeps_data_and_never_reuses_revisions() {

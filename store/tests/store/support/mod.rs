@@ -2,8 +2,6 @@
 //! case, each on a fresh store from `make().await` (which returns the store and a guard that
 //! keeps its resources, e.g. an etcd process, alive).
 
-#![allow(dead_code)]
-
 pub mod cases;
 pub mod etcd_server;
 
@@ -30,7 +28,7 @@ macro_rules! store_suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
                 let (store, _guard) = $make().await;
-                store_support::cases::$case(store).await;
+                $crate::support::cases::$case(store).await;
             }
         )+
     };

@@ -18,7 +18,7 @@ use std::time::Duration;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Status};
 
-use crate::store::StoreError;
+use crate::StoreError;
 
 /// Give up connecting to a member after this long (then the call fails over).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -3,7 +3,7 @@
 use ros_etcd_api::etcdserverpb::ResponseHeader;
 use ros_etcd_api::mvccpb;
 
-use crate::store::{EventKind, KeyValue, Revision, StoreError, WatchEvent, prefix_end};
+use crate::{EventKind, KeyValue, Revision, StoreError, WatchEvent, prefix_end};
 
 pub(super) fn key_value(kv: &mvccpb::KeyValue) -> Result<KeyValue, StoreError> {
     Ok(KeyValue {

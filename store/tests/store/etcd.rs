@@ -1,12 +1,10 @@
 //! The store suite on the etcd backend, against a real etcd started per test.
 
-mod store_support;
-
 use std::sync::Arc;
 
-use cluster::store::Store;
-use cluster::store::etcd::EtcdStore;
-use store_support::etcd_server::EtcdServer;
+use crate::support::etcd_server::EtcdServer;
+use ros_store::Store;
+use ros_store::etcd::EtcdStore;
 
 async fn etcd() -> (Arc<dyn Store>, EtcdServer) {
     let server = EtcdServer::start().await;
@@ -16,4 +14,4 @@ async fn etcd() -> (Arc<dyn Store>, EtcdServer) {
     (Arc::new(store), server)
 }
 
-store_suite!(etcd);
+crate::store_suite!(etcd);

@@ -2,6 +2,10 @@
 //! (global revisions, reads at a revision, prefix ranges with continue, optimistic concurrency,
 //! ordered gap-free watches, compaction and leases). Backends: [`sqlite`] (embedded default) and
 //! [`etcd`] (the real etcd server, for HA control planes).
+//!
+//! API boundary: the [`Store`] trait. The crate knows nothing of Kubernetes (keys are strings,
+//! values bytes); the API server in the `cluster` crate is its user. [`etcd_process`] runs a
+//! local etcd for tests and benchmarks.
 
 mod error;
 mod types;

@@ -12,7 +12,7 @@ use tonic::Status;
 
 use super::members::Members;
 use super::{MAX_RESPONSE, convert, describe};
-use crate::store::{Revision, StoreError, WatchStream};
+use crate::{Revision, StoreError, WatchStream};
 
 /// Events buffered between the etcd watch and the consumer.
 const OUT_BUFFER: usize = 256;

@@ -6,9 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, Row, Transaction};
 
-use crate::store::{
-    EventKind, KeyValue, RangeResult, Revision, StoreError, WatchEvent, prefix_end,
-};
+use crate::{EventKind, KeyValue, RangeResult, Revision, StoreError, WatchEvent, prefix_end};
 
 /// Idle reader connections kept open.
 const MAX_IDLE: usize = 8;

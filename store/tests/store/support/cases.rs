@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cluster::store::{EventKind, Revision, Store, StoreError, WatchEvent, WatchStream};
+use ros_store::{EventKind, Revision, Store, StoreError, WatchEvent, WatchStream};
 
 type S = Arc<dyn Store>;
 

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::writer::Op;
 use super::{Inner, SqliteOptions, now_ms};
-use crate::store::Revision;
+use crate::Revision;
 
 pub(super) fn spawn(inner: Weak<Inner>, options: SqliteOptions) {
     let leases = inner.clone();

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::store::{EventKind, KeyValue, Revision, StoreError, WatchEvent};
+use crate::{EventKind, KeyValue, Revision, StoreError, WatchEvent};
 
 /// Most requests applied in one transaction.
 const MAX_BATCH: usize = 512;
