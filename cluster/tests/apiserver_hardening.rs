@@ -1,11 +1,14 @@
 //! What probing the API server with hostile clients found (issue 23), each reproduced the way
 //! it was found, against a real `cluster server` on 127.0.0.1: deeply nested YAML bodies,
 //! half-open connections, deleting system namespaces, impersonation headers, the store's file
-//! modes, and limits and query parameters as upstream has them.
+//! modes, limits and query parameters as upstream has them, and OpenAPI v3 documents that
+//! declare every operation completely.
 
 mod https_support;
 mod kubectl_support;
+mod openapi_check;
 
+use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
@@ -434,4 +437,119 @@ fn limits_and_parameters_are_checked_as_upstream() {
             r.text()
         );
     }
+}
+
+#[test]
+fn openapi_v3_documents_declare_every_operation_completely() {
+    let s = Server::start_without_controllers();
+    let ep = Endpoint::from_kubeconfig(&s.kubeconfig);
+    let index = ep.admin("GET", "/openapi/v3", &[], b"");
+    assert_eq!(index.status, 200, "{}", index.text());
+    let mut counts = BTreeMap::new();
+    let mut docs = BTreeMap::new();
+    for (gv, entry) in index.json()["paths"].as_object().unwrap() {
+        let url = entry["serverRelativeURL"].as_str().unwrap();
+        let r = ep.admin("GET", url, &[], b"");
+        assert_eq!(r.status, 200, "{url}: {}", r.text());
+        let doc = r.json();
+        let problems = openapi_check::problems(&doc, &mut counts);
+        assert!(problems.is_empty(), "{gv}:\n{}", problems.join("\n"));
+        docs.insert(gv.clone(), doc);
+    }
+    assert!(docs.contains_key("api/v1") && docs.contains_key("apis/apps/v1"));
+    eprintln!("operations by x-kubernetes-action: {counts:?}");
+    for action in [
+        "get",
+        "list",
+        "post",
+        "put",
+        "patch",
+        "delete",
+        "deletecollection",
+    ] {
+        assert!(
+            counts.get(action).is_some_and(|n| *n >= 10),
+            "{action}: {counts:?}"
+        );
+    }
+
+    // The checks can fail: a path parameter, a request body and a schema taken away.
+    let mut broken = docs["api/v1"].clone();
+    let item = &mut broken["paths"]["/api/v1/namespaces/{namespace}/configmaps/{name}"];
+    item["parameters"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|p| p["name"] != "name");
+    item["put"].as_object_mut().unwrap().remove("requestBody");
+    broken["components"]["schemas"]
+        .as_object_mut()
+        .unwrap()
+        .remove("io.k8s.api.core.v1.NodeList");
+    let found = openapi_check::problems(&broken, &mut BTreeMap::new()).join("\n");
+    for want in [
+        "GET /api/v1/namespaces/{namespace}/configmaps/{name}: path parameters {\"namespace\"}, template needs {\"name\", \"namespace\"}",
+        "PUT /api/v1/namespaces/{namespace}/configmaps/{name}: no required requestBody",
+        "$ref #/components/schemas/io.k8s.api.core.v1.NodeList does not resolve",
+    ] {
+        assert!(found.contains(want), "{want} not in:\n{found}");
+    }
+
+    // What the documents declare, the server serves: every list operation answers the
+    // List kind its response schema names.
+    for doc in docs.values() {
+        let schemas = &doc["components"]["schemas"];
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            let get = &item["get"];
+            if get["x-kubernetes-action"] != "list" {
+                continue;
+            }
+            let reference =
+                get["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+                    .as_str()
+                    .unwrap();
+            let name = reference.rsplit('/').next().unwrap();
+            let kind = &schemas[name]["x-kubernetes-group-version-kind"][0]["kind"];
+            let url = format!("{}?limit=1", path.replace("{namespace}", "default"));
+            let r = ep.admin("GET", &url, &[], b"");
+            assert_eq!(r.status, 200, "{url}: {}", r.text());
+            assert_eq!(&r.json()["kind"], kind, "{url}");
+        }
+    }
+    // The cluster-wide path of a namespaced resource only lists, as documented.
+    let r = ep.admin("DELETE", "/api/v1/configmaps", &[], b"");
+    assert_eq!(r.status, 405, "{}", r.text());
+    assert!(
+        docs["api/v1"]["paths"]["/api/v1/configmaps"]["delete"].is_null(),
+        "documented but refused"
+    );
+
+    // Found by schemathesis reading these documents: a DeleteOptions body was read loosely,
+    // so `"dryRun": "All"` (a string, not a list) was ignored and the delete was real.
+    s.ok(&["create", "configmap", "keep", "-n", "default"]);
+    let keep = "/api/v1/namespaces/default/configmaps/keep";
+    let json_ct = [("Content-Type", "application/json")];
+    let r = ep.admin("DELETE", keep, &json_ct, br#"{"dryRun": "All"}"#);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.text().contains("error decoding DeleteOptions"),
+        "{}",
+        r.text()
+    );
+    let r = ep.admin("DELETE", keep, &json_ct, br#"{"dryRun": ["All"]}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        ep.admin("GET", keep, &[], b"").status,
+        200,
+        "a dry run keeps it"
+    );
+
+    // kubectl explain reads the same documents.
+    let explain = s.ok(&["explain", "leases.spec.holderIdentity"]);
+    assert!(
+        explain.contains("GROUP:      coordination.k8s.io")
+            && explain.contains("FIELD: holderIdentity <string>"),
+        "{explain}"
+    );
+    let explain = s.ok(&["explain", "configmaps", "--recursive"]);
+    assert!(explain.contains("binaryData"), "{explain}");
 }

@@ -105,7 +105,7 @@ pub fn public_key_pem(key_pem: &str) -> Result<String, PkiError> {
 /// A self-signed CA with subject `CN=common_name[, O=organization]`.
 pub fn generate_ca(common_name: &str, organization: Option<&str>) -> Result<CertAndKey, PkiError> {
     let key = KeyPair::generate()?;
-    let mut params = base_params(common_name, organization, CA_VALIDITY_DAYS);
+    let mut params = base_params(common_name, organization, Duration::days(CA_VALIDITY_DAYS));
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
@@ -127,8 +127,8 @@ pub struct LeafRequest<'a> {
     pub organizations: &'a [&'a str],
     /// Subject alternative names: each an IP address or a DNS name.
     pub sans: &'a [String],
-    /// 0 means [`LEAF_VALIDITY_DAYS`].
-    pub validity_days: i64,
+    /// How long it is valid from now; `None` means [`LEAF_VALIDITY_DAYS`].
+    pub validity: Option<Duration>,
 }
 
 /// Issues a leaf certificate signed by the CA (`ca_cert_pem`, `ca_key_pem`).
@@ -140,12 +140,8 @@ pub fn issue(
 ) -> Result<CertAndKey, PkiError> {
     let ca_key = KeyPair::from_pem(ca_key_pem).map_err(PkiError::CaKey)?;
     let issuer = Issuer::from_ca_cert_pem(ca_cert_pem, ca_key).map_err(PkiError::CaCert)?;
-    let days = if req.validity_days > 0 {
-        req.validity_days
-    } else {
-        LEAF_VALIDITY_DAYS
-    };
-    let mut params = base_params(req.common_name, None, days);
+    let validity = req.validity.unwrap_or(Duration::days(LEAF_VALIDITY_DAYS));
+    let mut params = base_params(req.common_name, None, validity);
     push_organizations(&mut params.distinguished_name, req.organizations)?;
     params.subject_alt_names = req.sans.iter().map(|s| san(s)).collect::<Result<_, _>>()?;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -210,7 +206,11 @@ pub fn generate_token() -> String {
     format!("{a}.{b}")
 }
 
-fn base_params(common_name: &str, organization: Option<&str>, days: i64) -> CertificateParams {
+fn base_params(
+    common_name: &str,
+    organization: Option<&str>,
+    validity: Duration,
+) -> CertificateParams {
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, common_name);
@@ -220,7 +220,7 @@ fn base_params(common_name: &str, organization: Option<&str>, days: i64) -> Cert
     params.distinguished_name = dn;
     let now = OffsetDateTime::now_utc();
     params.not_before = now - CLOCK_SKEW;
-    params.not_after = now + Duration::days(days);
+    params.not_after = now + validity;
     params.serial_number = Some(random_serial());
     params
 }

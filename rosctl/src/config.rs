@@ -26,6 +26,9 @@ pub enum ConfigCommand {
     Merge(MergeArgs),
     /// Show the current context: endpoints, nodes, role and certificate expiry.
     Info,
+    /// Write a new rosconfig with a fresh client certificate signed by a control-plane node
+    /// (needs os:admin): `config new reader.rosconfig --roles os:reader --crt-ttl 24h`.
+    New(crate::machine::client_config::NewArgs),
 }
 
 #[derive(Args, Debug)]
@@ -71,6 +74,7 @@ pub fn run(cmd: ConfigCommand, g: &GlobalArgs) -> anyhow::Result<ExitCode> {
         ConfigCommand::Contexts => contexts(g),
         ConfigCommand::Merge(a) => merge(g, a),
         ConfigCommand::Info => info(g),
+        ConfigCommand::New(a) => crate::machine::client_config::run(&a, g),
     }
 }
 

@@ -40,8 +40,7 @@ pub struct GlobalArgs {
 /// Everything needed to call the machine API: the context with flag overrides applied.
 #[derive(Debug, Clone)]
 pub struct Connection {
-    /// Name of the context used (for messages).
-    #[allow(dead_code)]
+    /// Name of the context used.
     pub context: String,
     pub endpoints: Vec<String>,
     /// Empty means "the endpoint itself".

@@ -4,6 +4,7 @@
 
 mod cluster;
 mod config;
+mod duration;
 mod generate;
 mod global;
 mod machine;

@@ -278,6 +278,91 @@ fn maintenance_apply_then_mutual_tls_commands() {
         "{stdout}"
     );
 
+    // config new: a reader identity for a day, signed by the node (it holds the CA key).
+    let made = cli.run(&[
+        "-n",
+        n,
+        "config",
+        "new",
+        "reader.rosconfig",
+        "--roles",
+        "os:reader",
+        "--crt-ttl",
+        "24h",
+    ]);
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let reader = cli.path("reader.rosconfig");
+    let reader = reader.to_str().unwrap();
+    let info = cli.ok(&["--rosconfig", reader, "config", "info"]);
+    assert!(info.contains("Roles:               os:reader"), "{info}");
+    assert!(info.contains("(0 days from now)"), "{info}");
+    assert!(
+        cli.ok(&["--rosconfig", reader, "-n", n, "hostname"])
+            .contains("edited")
+    );
+    let denied = cli.run(&["--rosconfig", reader, "-n", n, "reboot"]);
+    assert!(!denied.status.success());
+    assert!(
+        String::from_utf8_lossy(&denied.stderr).contains("PermissionDenied"),
+        "{}",
+        String::from_utf8_lossy(&denied.stderr)
+    );
+    // Only an admin may mint identities, and only real roles and lifetimes.
+    let escalate = cli.run(&[
+        "--rosconfig",
+        reader,
+        "-n",
+        n,
+        "config",
+        "new",
+        "admin2",
+        "--roles",
+        "os:admin",
+    ]);
+    assert!(!escalate.status.success());
+    assert!(String::from_utf8_lossy(&escalate.stderr).contains("PermissionDenied"));
+    for (args, want) in [
+        (
+            vec!["config", "new", "x", "--crt-ttl", "1y"],
+            "invalid value '1y' for '--crt-ttl <DURATION>'",
+        ),
+        (
+            vec!["config", "new", "x", "--roles", "os:root"],
+            "roles: \"os:root\" is not a role",
+        ),
+        (
+            vec!["config", "new", "x", "--crt-ttl", "876000h"],
+            "crt_ttl: 876000h would outlive the machine CA",
+        ),
+        (
+            vec!["config", "new", "reader.rosconfig"],
+            "exists: pass --force",
+        ),
+    ] {
+        let mut full = vec!["-n", n];
+        full.extend(args);
+        let out = cli.run(&full);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(want),
+            "{full:?}: {err}"
+        );
+    }
+    // The default is one year, as the admin certificate of `gen config`.
+    cli.ok(&["-n", n, "config", "new", "admin.rosconfig"]);
+    let admin = cli.path("admin.rosconfig");
+    let info = cli.ok(&["--rosconfig", admin.to_str().unwrap(), "config", "info"]);
+    assert!(
+        info.contains("Roles:               os:admin") && info.contains("(364 days from now)"),
+        "{info}"
+    );
+    let generated = cli.ok(&["config", "info"]);
+    assert!(generated.contains("(364 days from now)"), "{generated}");
+
     // reboot --wait returns once the node answers again (dev mode simulates the boot).
     let rebooted = cli.ok(&["-n", n, "reboot", "--wait"]);
     assert!(rebooted.contains("back (configured)"), "{rebooted}");

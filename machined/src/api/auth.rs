@@ -59,7 +59,7 @@ pub fn policy(method: &str) -> Option<(Role, bool)> {
         "ServiceStart" | "ServiceStop" | "ServiceRestart" | "Reboot" | "Shutdown" => {
             (Operator, false)
         }
-        "Reset" | "Bootstrap" | "Kubeconfig" => (Admin, false),
+        "Reset" | "Bootstrap" | "Kubeconfig" | "GenerateClientConfiguration" => (Admin, false),
         _ => return None,
     })
 }

@@ -2,6 +2,7 @@
 //! or mutual TLS), every call authorised by [`auth::AuthLayer`], served by [`service::Api`].
 
 pub mod auth;
+mod client_config;
 pub mod proxy;
 mod service;
 pub mod sysinfo;

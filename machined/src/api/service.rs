@@ -656,6 +656,13 @@ impl MachineService for Api {
             kubeconfig,
         }))
     }
+
+    async fn generate_client_configuration(
+        &self,
+        req: Request<pb::GenerateClientConfigurationRequest>,
+    ) -> Result<Response<pb::GenerateClientConfigurationReply>, Status> {
+        super::client_config::generate(&self.machine, req.get_ref()).map(Response::new)
+    }
 }
 
 /// The reply shared by service start/stop/restart: an unknown service is NotFound.

@@ -3,6 +3,7 @@
 //! serves reads, the scheduler and controller-manager leaders hold fresh Leases, nodes are Ready.
 
 use super::Targets;
+use crate::duration::parse_duration;
 use clap::Args;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Node};
@@ -21,34 +22,6 @@ pub struct HealthArgs {
     /// Keep checking until everything passes or DURATION (e.g. 90s, 5m) has passed.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub wait: Option<Duration>,
-}
-
-/// `90s`, `5m`, `1m30s`, `2h`, or plain seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("{s:?}: expected a duration like 30s, 5m or 1m30s");
-    if let Ok(secs) = s.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
-    let mut total = 0u64;
-    let mut num = String::new();
-    for c in s.chars() {
-        if c.is_ascii_digit() {
-            num.push(c);
-            continue;
-        }
-        let n: u64 = num.parse().map_err(|_| bad())?;
-        num.clear();
-        total += n * match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            _ => return Err(bad()),
-        };
-    }
-    if !num.is_empty() || s.is_empty() {
-        return Err(bad());
-    }
-    Ok(Duration::from_secs(total))
 }
 
 /// One line of the report.
@@ -324,16 +297,6 @@ pub async fn health(t: &Targets, a: &HealthArgs) -> anyhow::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
-        assert!(parse_duration("5x").is_err());
-        assert!(parse_duration("5m3").is_err());
-        assert!(parse_duration("").is_err());
-    }
 
     #[test]
     fn loopback_hosts() {

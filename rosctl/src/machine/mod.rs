@@ -3,6 +3,7 @@
 //! exit status is non-zero if any node failed.
 
 mod apply;
+pub mod client_config;
 mod edit;
 mod fanout;
 mod health;

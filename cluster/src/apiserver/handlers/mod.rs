@@ -121,6 +121,14 @@ pub async fn dispatch(call: Call, method: &Method) -> ApiResult<Response<Body>> 
             call.def.plural
         )));
     }
+    // As upstream, the cluster-wide path of a namespaced resource only lists and watches:
+    // a DELETE there must not empty every namespace at once.
+    if call.def.namespaced && call.namespace.is_none() && *method == Method::DELETE {
+        return Err(ApiError::method_not_allowed(format!(
+            "the server does not allow this method on the requested resource (DELETE {} in all namespaces)",
+            call.def.plural
+        )));
+    }
     if *method != Method::GET || call.name.is_none() {
         super::query_options::check(method, &call.query)?;
     }

@@ -2,6 +2,7 @@
 //! (system metadata, generation, status kept apart from spec, finalizers).
 
 use http::Response;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::DeleteOptions as DeleteOptionsBody;
 use serde_json::{Value, json};
 
 use super::read::{Filter, list_objects};
@@ -466,19 +467,23 @@ pub struct DeleteOptions {
 
 impl DeleteOptions {
     fn from_call(call: &Call) -> ApiResult<Self> {
-        let body: Value = if call.body.iter().all(u8::is_ascii_whitespace) {
-            json!({})
+        // Decoded as the typed DeleteOptions, so a field of the wrong type (`"dryRun": "All"`
+        // rather than a list) is a 400 as upstream, never silently a real delete.
+        let body: DeleteOptionsBody = if call.body.iter().all(u8::is_ascii_whitespace) {
+            DeleteOptionsBody::default()
         } else {
-            objects::parse_body(&call.content_type, &call.body)?
+            serde_json::from_value(objects::parse_body(&call.content_type, &call.body)?)
+                .map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?
         };
-        let policy = body["propagationPolicy"]
-            .as_str()
+        let policy = body
+            .propagation_policy
+            .as_deref()
             .or(call.query.get("propagationPolicy"));
         let propagation_finalizer = match policy {
             Some("Foreground") => Some("foregroundDeletion"),
             Some("Orphan") => Some("orphan"),
             Some("Background") => None,
-            None if body["orphanDependents"] == true || call.query.flag("orphanDependents") => {
+            None if body.orphan_dependents == Some(true) || call.query.flag("orphanDependents") => {
                 Some("orphan")
             }
             None => None,
@@ -488,16 +493,14 @@ impl DeleteOptions {
                 )));
             }
         };
+        let preconditions = body.preconditions.unwrap_or_default();
         Ok(DeleteOptions {
-            grace_period: body["gracePeriodSeconds"]
-                .as_i64()
+            grace_period: body
+                .grace_period_seconds
                 .or(call.query.int("gracePeriodSeconds")?),
-            precondition_uid: body["preconditions"]["uid"].as_str().map(String::from),
-            precondition_rv: body["preconditions"]["resourceVersion"]
-                .as_str()
-                .map(String::from),
-            dry_run: call.query.dry_run()
-                || body["dryRun"].as_array().is_some_and(|a| !a.is_empty()),
+            precondition_uid: preconditions.uid,
+            precondition_rv: preconditions.resource_version,
+            dry_run: call.query.dry_run() || body.dry_run.is_some_and(|a| !a.is_empty()),
             propagation_finalizer,
         })
     }
