@@ -8,21 +8,24 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Writes `bytes` to `path` atomically with mode 0644 (before umask).
 pub fn atomic_write(path: impl AsRef<Path>, bytes: &[u8]) -> io::Result<()> {
-    write_with_mode(path.as_ref(), bytes, 0o644)
+    atomic_write_mode(path, bytes, 0o644)
 }
 
 /// Like [`atomic_write`] but mode 0600: for files holding private keys.
 pub fn atomic_write_private(path: impl AsRef<Path>, bytes: &[u8]) -> io::Result<()> {
-    write_with_mode(path.as_ref(), bytes, 0o600)
+    atomic_write_mode(path, bytes, 0o600)
 }
 
-/// Write a temp file in the same directory (created with `mode`, so secrets are never
-/// readable by others even briefly), fsync it, rename over `path`, fsync the directory.
-fn write_with_mode(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+/// The one atomic write of the workspace: a temp file in the same directory (created with
+/// `mode`, so secrets are never readable by others even briefly), fsync, rename over `path`,
+/// fsync of the directory. A missing parent directory is created first.
+pub fn atomic_write_mode(path: impl AsRef<Path>, bytes: &[u8], mode: u32) -> io::Result<()> {
+    let path = path.as_ref();
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
+    fs::create_dir_all(dir)?;
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
@@ -73,5 +76,22 @@ mod tests {
         );
         // No temp files left behind.
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn creates_the_parent_and_concurrent_writers_never_share_a_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sub/state.json");
+        std::thread::scope(|s| {
+            for i in 0..8u8 {
+                let p = &p;
+                s.spawn(move || atomic_write_mode(p, &[b'0' + i; 4096], 0o644).unwrap());
+            }
+        });
+        // One whole write won; no torn mix and no temp file left.
+        let got = fs::read(&p).unwrap();
+        assert_eq!(got.len(), 4096);
+        assert!(got.iter().all(|b| *b == got[0]), "torn write");
+        assert_eq!(fs::read_dir(p.parent().unwrap()).unwrap().count(), 1);
     }
 }

@@ -19,7 +19,7 @@ mod types;
 mod validate;
 pub mod yaml_depth;
 
-pub use atomic::{atomic_write, atomic_write_private};
+pub use atomic::{atomic_write, atomic_write_mode, atomic_write_private};
 pub use document::{kind_of, parse_yaml_value};
 pub use error::{ConfigError, FieldError, FieldPath, ValidationErrors};
 pub use types::*;

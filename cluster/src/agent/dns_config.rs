@@ -271,7 +271,7 @@ fn pod_dir(root: &Path, pod: &Pod) -> PathBuf {
 fn write(path: &Path, text: &str) -> Result<()> {
     let dir = path.parent().context("a file path has a parent")?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    crate::apiserver::atomic_write(path, text.as_bytes(), 0o644)
+    ros_config::atomic_write(path, text.as_bytes())
         .with_context(|| format!("writing {}", path.display()))
 }
 

@@ -9,7 +9,6 @@ pub mod authz;
 pub mod connections;
 mod defaults;
 pub mod discovery;
-mod fsutil;
 mod handlers;
 mod http;
 mod impersonation;
@@ -48,8 +47,6 @@ use tokio::sync::{Mutex, Notify};
 
 use ros_store::Store;
 use status::ApiResult;
-
-pub use fsutil::atomic_write;
 
 /// How the server is set up.
 #[derive(Debug, Clone)]
@@ -201,7 +198,7 @@ pub async fn start(opts: Options, store: Arc<dyn Store>) -> Result<Running> {
         &pki.admin_cert,
         &pki.admin_key,
     );
-    atomic_write(&kubeconfig, text.as_bytes(), 0o600)
+    ros_config::atomic_write_private(&kubeconfig, text.as_bytes())
         .with_context(|| format!("writing {}", kubeconfig.display()))?;
 
     let task = tokio::spawn(server::serve(

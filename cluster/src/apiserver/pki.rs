@@ -14,7 +14,7 @@ use rcgen::{
     Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 
-use super::fsutil::atomic_write;
+use ros_config::atomic_write_mode as atomic_write;
 
 /// The group whose members may do everything (as in Kubernetes).
 pub const ADMIN_GROUP: &str = "system:masters";

@@ -3,7 +3,6 @@
 //! agent restart and an IP is never handed out twice.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
@@ -104,23 +103,9 @@ impl Ipam {
 
     fn save(&self) -> Result<()> {
         let bytes = serde_json::to_vec_pretty(&self.state)?;
-        atomic_write(&self.path, &bytes)
+        ros_config::atomic_write(&self.path, &bytes)
             .with_context(|| format!("writing IP allocations {}", self.path.display()))
     }
-}
-
-/// Temporary file in the same directory, fsync, rename, fsync of the directory.
-fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
