@@ -160,6 +160,51 @@ impl Rosctl {
     }
 }
 
+/// machined with the control-plane config of `pki` in `dir`, running `cluster` as its server
+/// on 127.0.0.1:`port`; its agent (every control plane runs one) takes any free kubelet port.
+fn start_control_plane(dir: tempfile::TempDir, pki: &Pki, cluster: &Path, port: u16) -> Node {
+    let cfg = write(dir.path(), "cp.yaml", &pki.controlplane);
+    Node::start_in(
+        dir,
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--cluster-bin",
+            cluster.to_str().unwrap(),
+            "--cluster-listen",
+            &format!("127.0.0.1:{port}"),
+            "--agent-arg=--kubelet-port=0",
+        ],
+    )
+}
+
+/// An os:admin client, once the node's API answers.
+async fn admin_when_up(node: &Node, pki: &Pki) -> ros_api::client::Client {
+    wait_for("the control plane", Duration::from_secs(20), || async {
+        ros_api::client::connect(&node.addr, &pki.creds("os:admin"))
+            .await
+            .map_err(|e| format!("{e:#}"))
+    })
+    .await
+}
+
+/// Waits until the node has applied its config (out of maintenance mode).
+async fn wait_configured(admin: &ros_api::client::Client) {
+    wait_for("the platform config", Duration::from_secs(20), || {
+        let mut c = admin.clone();
+        async move {
+            let v = c
+                .version(VersionRequest {})
+                .await
+                .map_err(|e| e.to_string())?;
+            (v.into_inner().mode == "configured")
+                .then_some(())
+                .ok_or_else(|| "maintenance".to_string())
+        }
+    })
+    .await;
+}
+
 fn text(o: &Output) -> String {
     format!(
         "status {:?}\nstdout:\n{}\nstderr:\n{}",
@@ -175,36 +220,10 @@ async fn control_plane_bootstrap_kubeconfig_health_and_reboot() {
     let cluster = workspace_bin("cluster");
     let port = free_port();
     let pki = Pki::generate_for(&format!("https://127.0.0.1:{port}"));
-    let dir = tempfile::tempdir().unwrap();
-    let cp = write(dir.path(), "cp.yaml", &pki.controlplane);
-    let node = Node::start_in(
-        dir,
-        &[
-            "--config",
-            cp.to_str().unwrap(),
-            "--cluster-bin",
-            cluster.to_str().unwrap(),
-            "--cluster-listen",
-            &format!("127.0.0.1:{port}"),
-            // Its agent (every control plane runs one): any free kubelet port.
-            "--agent-arg=--kubelet-port=0",
-        ],
-    );
+    let node = start_control_plane(tempfile::tempdir().unwrap(), &pki, &cluster, port);
     let work = tempfile::tempdir().unwrap();
     let mut admin = node.as_role(&pki, "os:admin").await;
-    wait_for("the platform config", Duration::from_secs(20), || {
-        let mut c = admin.clone();
-        async move {
-            let v = c
-                .version(VersionRequest {})
-                .await
-                .map_err(|e| e.to_string())?;
-            (v.into_inner().mode == "configured")
-                .then_some(())
-                .ok_or_else(|| "maintenance".to_string())
-        }
-    })
-    .await;
+    wait_configured(&admin).await;
     assert!(
         service(&node, &pki, "cluster-server").await.is_none(),
         "no server before bootstrap"
@@ -498,26 +517,8 @@ async fn a_worker_joins_and_its_node_turns_ready() {
     let cluster = workspace_bin("cluster");
     let port = free_port();
     let pki = Pki::generate_for(&format!("https://127.0.0.1:{port}"));
-    let cp_dir = tempfile::tempdir().unwrap();
-    let cp_cfg = write(cp_dir.path(), "cp.yaml", &pki.controlplane);
-    let cp = Node::start_in(
-        cp_dir,
-        &[
-            "--config",
-            cp_cfg.to_str().unwrap(),
-            "--cluster-bin",
-            cluster.to_str().unwrap(),
-            "--cluster-listen",
-            &format!("127.0.0.1:{port}"),
-            "--agent-arg=--kubelet-port=0",
-        ],
-    );
-    let mut admin = wait_for("the control plane", Duration::from_secs(20), || async {
-        ros_api::client::connect(&cp.addr, &pki.creds("os:admin"))
-            .await
-            .map_err(|e| format!("{e:#}"))
-    })
-    .await;
+    let cp = start_control_plane(tempfile::tempdir().unwrap(), &pki, &cluster, port);
+    let mut admin = admin_when_up(&cp, &pki).await;
     wait_for("bootstrap", Duration::from_secs(20), || {
         let mut c = admin.clone();
         async move {
@@ -623,39 +624,10 @@ async fn a_bootstrapped_control_plane_is_a_tainted_node_with_its_role() {
         .prefix("cp")
         .tempdir_in("/tmp")
         .unwrap();
-    let cp_cfg = write(dir.path(), "cp.yaml", &pki.controlplane);
-    let node = Node::start_in(
-        dir,
-        &[
-            "--config",
-            cp_cfg.to_str().unwrap(),
-            "--cluster-bin",
-            cluster.to_str().unwrap(),
-            "--cluster-listen",
-            &format!("127.0.0.1:{port}"),
-            "--agent-arg=--kubelet-port=0",
-        ],
-    );
-    let mut admin = wait_for("the control plane", Duration::from_secs(20), || async {
-        ros_api::client::connect(&node.addr, &pki.creds("os:admin"))
-            .await
-            .map_err(|e| format!("{e:#}"))
-    })
-    .await;
+    let node = start_control_plane(dir, &pki, &cluster, port);
+    let mut admin = admin_when_up(&node, &pki).await;
     // Not bootstrapped: no server, so no agent (it would have nothing to talk to).
-    wait_for("the platform config", Duration::from_secs(20), || {
-        let mut c = admin.clone();
-        async move {
-            let v = c
-                .version(VersionRequest {})
-                .await
-                .map_err(|e| e.to_string())?;
-            (v.into_inner().mode == "configured")
-                .then_some(())
-                .ok_or_else(|| "maintenance".to_string())
-        }
-    })
-    .await;
+    wait_configured(&admin).await;
     assert!(service(&node, &pki, "cluster-agent").await.is_none());
     assert!(service(&node, &pki, "containerd").await.is_none());
     admin
