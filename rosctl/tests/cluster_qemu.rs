@@ -636,13 +636,10 @@ spec:
     assert_eq!(node, cp);
     let ip = kube.ok(&["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"]);
 
-    let exec = |args: &[&str]| {
-        let mut all = vec!["exec", "cp-client", "--", "timeout", "10"];
-        all.extend_from_slice(args);
-        all.iter().map(|s| s.to_string()).collect::<Vec<_>>()
-    };
+    // `kubectl exec cp-client -- timeout 10 ARGS...`
+    let exec =
+        |args: &[&'static str]| [&["exec", "cp-client", "--", "timeout", "10"][..], args].concat();
     let lookup = exec(&["nslookup", "web.default.svc.cluster.local"]);
-    let lookup: Vec<&str> = lookup.iter().map(String::as_str).collect();
     let found = kube.until(
         "web.default.svc.cluster.local from the control plane's pod",
         &lookup,
@@ -653,7 +650,6 @@ spec:
     eprintln!("nslookup on the control plane: {}", stdout(&found));
 
     let fetch = exec(&["wget", "-qO-", "http://web.default.svc.cluster.local/"]);
-    let fetch: Vec<&str> = fetch.iter().map(String::as_str).collect();
     let got = kube.until(
         "http://web/ by name from the control plane's pod",
         &fetch,
@@ -664,7 +660,6 @@ spec:
     assert_eq!(stdout(&got), served);
 
     let outside = exec(&["nslookup", OUTSIDE_NAME]);
-    let outside: Vec<&str> = outside.iter().map(String::as_str).collect();
     let before = stub.answered.load(std::sync::atomic::Ordering::SeqCst);
     let found = kube.until(
         &format!("{OUTSIDE_NAME} through the cluster DNS's forwarder"),
